@@ -1,0 +1,44 @@
+# apiscope: `make demo` and `make test` do every set-up step themselves (idempotent; heavy
+# artifacts cached in $(APISCOPE_CACHE), outside the checkout).
+SHELL := /bin/bash
+APISCOPE_CACHE ?= $(HOME)/.cache/apiscope
+export APISCOPE_CACHE
+EBPF_OBJECT := target/bpfel-unknown-none/release/apiscope-ebpf
+K8S_BIN := $(APISCOPE_CACHE)/kubernetes-1.20.2/bin
+
+.PHONY: all setup build ebpf test test-pure test-e2e lint demo clean-cache
+
+all: build
+
+setup:
+	bash scripts/install-packages.sh
+	bash scripts/install-ebpf-toolchain.sh
+	bash scripts/build-kubernetes.sh
+
+# The eBPF crate is built for the BPF target with the toolchain route chosen by the install script.
+ebpf: 
+	bash scripts/install-ebpf-toolchain.sh
+	source $(APISCOPE_CACHE)/ebpf-toolchain.env && \
+	  env $$EBPF_ENV PATH="$$BPF_LINKER_DIR:$$PATH" $$EBPF_CARGO build -p apiscope-ebpf --release \
+	    --target bpfel-unknown-none -Z build-std=core
+
+# The exporter embeds the eBPF object when APISCOPE_EBPF_OBJECT names it at build time.
+build: ebpf
+	APISCOPE_EBPF_OBJECT=$(CURDIR)/$(EBPF_OBJECT) cargo build --release -p apiscope
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --all-targets -- -D warnings
+	APISCOPE_EBPF_OBJECT=$(CURDIR)/$(EBPF_OBJECT) cargo clippy -p apiscope -p apiscope-e2e --all-targets -- -D warnings
+
+test-pure:
+	APISCOPE_REQUIRE_TOOLS=1 cargo test
+
+test-e2e: build
+	APISCOPE_REQUIRE_TOOLS=1 APISCOPE_EBPF_OBJECT=$(CURDIR)/$(EBPF_OBJECT) \
+	  cargo test --release -p apiscope-e2e -- --test-threads=1
+
+test: setup lint test-pure test-e2e
+
+clean-cache:
+	rm -rf $(APISCOPE_CACHE)

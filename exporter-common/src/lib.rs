@@ -1,0 +1,164 @@
+//! Structs that cross the kernel/user boundary, defined once for both sides.
+//!
+//! Layout rules: `#[repr(C)]`, no implicit padding (explicit `_pad` fields), `u32` flags instead
+//! of `bool`, and compile-time size asserts so a change on one side cannot silently break the other.
+#![no_std]
+
+/// Largest payload one ring-buffer event carries. A larger `Write` is split into several events
+/// (up to [`MAX_SEGMENTS_PER_CALL`]); what is left after that is reported as truncated.
+/// A power of two so the eBPF side can bound lengths with a mask the verifier understands.
+pub const MAX_CHUNK_DATA: usize = 16384;
+/// Bound on the events one `Read`/`Write` call is split into (the verifier needs a constant bound).
+pub const MAX_SEGMENTS_PER_CALL: u32 = 16;
+
+/// What a [`ChunkHeader`] reports.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkKind {
+    /// Plaintext passed to `crypto/tls.(*Conn).Write`: bytes the process sends.
+    Write = 1,
+    /// Plaintext returned by `crypto/tls.(*Conn).Read`: bytes the process receives.
+    Read = 2,
+    /// `crypto/tls.(*Conn).Close` was called: the connection ends (no payload).
+    Close = 3,
+}
+
+impl ChunkKind {
+    pub fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            1 => Some(Self::Write),
+            2 => Some(Self::Read),
+            3 => Some(Self::Close),
+            _ => None,
+        }
+    }
+}
+
+/// Socket addresses of a connection, read once from Go memory (`netFD.laddr` / `raddr`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketPair {
+    /// 4 for IPv4 (first 4 bytes of the address arrays used), 6 for IPv6, 0 if unknown.
+    pub family: u32,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<SocketPair>() == 40);
+
+/// Per-connection facts cached in a map on first sight, copied into every chunk header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// `netFD.pfd.Sysfd`, or -1 if the connection is not a plain `*net.TCPConn`.
+    pub fd: i32,
+    /// `tls.Conn.isClient`: 1 when this process dialed out (etcd, webhooks, its loopback client).
+    pub is_client: u32,
+    pub sockets: SocketPair,
+}
+const _: () = assert!(core::mem::size_of::<ConnInfo>() == 48);
+
+/// Fixed-size front of every ring-buffer event; `captured_len` payload bytes follow it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChunkHeader {
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub timestamp_ns: u64,
+    /// Address of the `*tls.Conn`: identifies the connection while it lives.
+    pub conn_ptr: u64,
+    /// Address of the runtime `g` (R14): the goroutine that made the call.
+    pub goroutine: u64,
+    pub pid: u32,
+    pub tid: u32,
+    /// A [`ChunkKind`] as `u32`.
+    pub kind: u32,
+    /// Bytes of the TLS stream this event stands for.
+    pub len: u32,
+    /// Payload bytes actually copied (`<= len`); fewer means a gap of `len - captured_len`.
+    pub captured_len: u32,
+    /// Index of this event within one split `Read`/`Write` call.
+    pub segment: u32,
+    pub conn: ConnInfo,
+}
+const _: () = assert!(core::mem::size_of::<ChunkHeader>() == 96);
+
+/// Scratch layout the eBPF side fills before copying `size_of::<ChunkHeader>() + captured_len`
+/// bytes of it to the ring buffer.
+#[repr(C)]
+pub struct ChunkEvent {
+    pub header: ChunkHeader,
+    pub data: [u8; MAX_CHUNK_DATA],
+}
+
+/// Entry state of a `Read` call, saved until its RET probes fire. Keyed by goroutine.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PendingRead {
+    pub conn_ptr: u64,
+    pub buf_ptr: u64,
+    pub buf_len: u64,
+}
+const _: () = assert!(core::mem::size_of::<PendingRead>() == 24);
+
+/// An address inside one traced process: the key of the per-connection (`*tls.Conn`) and
+/// per-goroutine (`runtime.g`) maps. Addresses alone collide across processes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessAddress {
+    pub addr: u64,
+    pub pid: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ProcessAddress>() == 16);
+
+/// Go struct field offsets the probes need, filled per target binary from its Go version.
+/// Stored per traced process in the `GO_OFFSETS` map (key: pid), which also tells the probes
+/// which processes are traced.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoOffsets {
+    /// `tls.Conn.conn` (a `net.Conn` interface: itab word, then data word).
+    pub tls_conn_conn: u64,
+    /// `tls.Conn.isClient`.
+    pub tls_conn_is_client: u64,
+    /// `net.conn.fd` inside `*net.TCPConn` (the interface's data word points at it).
+    pub net_conn_fd: u64,
+    /// `netFD.pfd` + `poll.FD.Sysfd`.
+    pub netfd_sysfd: u64,
+    /// `netFD.laddr` (a `net.Addr` interface).
+    pub netfd_laddr: u64,
+    /// `netFD.raddr`.
+    pub netfd_raddr: u64,
+    /// `net.TCPAddr.IP` (a slice: pointer, length, capacity).
+    pub tcpaddr_ip: u64,
+    /// `net.TCPAddr.Port`.
+    pub tcpaddr_port: u64,
+}
+const _: () = assert!(core::mem::size_of::<GoOffsets>() == 64);
+
+/// Indexes of the per-CPU `COUNTERS` array: what the kernel side could not deliver.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelCounter {
+    /// Ring buffer full: an event was lost.
+    RingbufFull = 0,
+    /// `bpf_probe_read_user` of a payload failed: an event was lost.
+    PayloadReadFailed = 1,
+    /// A Read RET fired with no saved entry state (e.g. attached mid-call).
+    ReadWithoutEntry = 2,
+    /// Bytes of calls longer than `MAX_SEGMENTS_PER_CALL * MAX_CHUNK_DATA` not copied.
+    TruncatedBytes = 3,
+    /// Events written to the ring buffer.
+    EventsSent = 4,
+}
+pub const KERNEL_COUNTER_SLOTS: u32 = 8;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data: #[repr(C)], no padding (asserted above), every bit pattern valid.
+    unsafe impl aya::Pod for super::GoOffsets {}
+    unsafe impl aya::Pod for super::ConnInfo {}
+    unsafe impl aya::Pod for super::PendingRead {}
+    unsafe impl aya::Pod for super::ProcessAddress {}
+}
