@@ -26,6 +26,10 @@ ebpf:
 build: ebpf
 	APISCOPE_EBPF_OBJECT=$(CURDIR)/$(EBPF_OBJECT) cargo build --release -p apiscope
 
+demo: setup build
+	cargo build --release -p apiscope-e2e --bin apiscope-testcluster
+	bash scripts/demo.sh
+
 lint:
 	cargo fmt --all --check
 	cargo clippy --all-targets -- -D warnings

@@ -1,0 +1,161 @@
+//! `TlsChunk`: one piece of plaintext (or a close) on one TLS connection, as the capture stage
+//! hands it to the next stage, whether it came live from the ring buffer or from a recording.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use apiscope_common::{ChunkHeader, ChunkKind, SocketPair};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+/// Which way the bytes went, seen from the traced process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Written by the process (`tls.Conn.Write`).
+    Egress,
+    /// Read by the process (`tls.Conn.Read`).
+    Ingress,
+}
+
+/// The process's side of the TLS connection (`tls.Conn.isClient`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The process accepted the connection: incoming API requests.
+    Server,
+    /// The process dialed out: etcd, webhooks, aggregated APIs, its own loopback client.
+    Client,
+}
+
+/// Identity of one connection: the `*tls.Conn` address is reused after garbage collection, so it is
+/// paired with the process and the time the connection was first seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ConnectionId {
+    pub pid: u32,
+    pub conn_ptr: u64,
+    pub first_seen_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum ChunkEventKind {
+    /// Plaintext bytes; `data.len() < len` means the rest was not copied (a gap of known size).
+    Data {
+        direction: Direction,
+        len: u32,
+        data: Bytes,
+    },
+    /// The process closed the connection.
+    Close,
+}
+
+/// One captured event on a connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsChunk {
+    /// CLOCK_MONOTONIC nanoseconds (the kernel's `bpf_ktime_get_ns`).
+    pub timestamp_ns: u64,
+    pub connection: ConnectionId,
+    pub tid: u32,
+    /// Address of the runtime `g` that made the call.
+    pub goroutine: u64,
+    /// The socket's file descriptor in the traced process, -1 if unknown.
+    pub fd: i32,
+    pub role: Role,
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    #[serde(flatten)]
+    pub kind: ChunkEventKind,
+}
+
+impl TlsChunk {
+    /// Builds a chunk from a kernel header and its payload. `first_seen_ns` comes from the capture
+    /// stage's connection table.
+    pub fn from_kernel(header: &ChunkHeader, payload: &[u8], first_seen_ns: u64) -> Option<Self> {
+        let kind = match ChunkKind::from_u32(header.kind)? {
+            ChunkKind::Close => ChunkEventKind::Close,
+            kind => ChunkEventKind::Data {
+                direction: if kind == ChunkKind::Write {
+                    Direction::Egress
+                } else {
+                    Direction::Ingress
+                },
+                len: header.len,
+                data: Bytes(payload.to_vec()),
+            },
+        };
+        let (local, remote) = socket_addrs(&header.conn.sockets);
+        Some(TlsChunk {
+            timestamp_ns: header.timestamp_ns,
+            connection: ConnectionId {
+                pid: header.pid,
+                conn_ptr: header.conn_ptr,
+                first_seen_ns,
+            },
+            tid: header.tid,
+            goroutine: header.goroutine,
+            fd: header.conn.fd,
+            role: if header.conn.is_client != 0 {
+                Role::Client
+            } else {
+                Role::Server
+            },
+            local,
+            remote,
+            kind,
+        })
+    }
+
+    /// Payload bytes and the stream length they stand for, or `None` for a close.
+    pub fn payload(&self) -> Option<(Direction, u32, &[u8])> {
+        match &self.kind {
+            ChunkEventKind::Data {
+                direction,
+                len,
+                data,
+            } => Some((*direction, *len, &data.0)),
+            ChunkEventKind::Close => None,
+        }
+    }
+}
+
+fn socket_addrs(pair: &SocketPair) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let ip = |bytes: &[u8; 16]| -> Option<IpAddr> {
+        match pair.family {
+            4 => Some(IpAddr::V4(Ipv4Addr::new(
+                bytes[0], bytes[1], bytes[2], bytes[3],
+            ))),
+            6 => Some(IpAddr::V6(Ipv6Addr::from(*bytes))),
+            _ => None,
+        }
+    };
+    (
+        ip(&pair.local_addr).map(|ip| SocketAddr::new(ip, pair.local_port)),
+        ip(&pair.remote_addr).map(|ip| SocketAddr::new(ip, pair.remote_port)),
+    )
+}
+
+/// Payload bytes, base64 in JSON so that binary HTTP/2 frames survive a text format.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Bytes(pub Vec<u8>);
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bytes({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(Bytes)
+            .map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,104 @@
+//! Capture settings (command-line flags of `apiscope capture`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::discovery::TargetSelector;
+use super::tracer::MAX_BYTES_PER_CALL;
+
+#[derive(Args, Clone, Debug)]
+pub struct CaptureConfig {
+    /// Trace processes whose executable (or comm) has this name.
+    #[arg(long, default_value = "kube-apiserver", conflicts_with_all = ["pid", "binary"])]
+    pub process_name: String,
+    /// Trace exactly this process.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Trace processes running this executable (compared with /proc/<pid>/exe).
+    #[arg(long, conflicts_with = "pid")]
+    pub binary: Option<PathBuf>,
+    /// How often /proc is scanned for started and ended target processes.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub rescan_interval: Duration,
+    /// Most plaintext bytes copied per Read/Write call; the rest is reported as a gap of known size.
+    #[arg(long, default_value_t = MAX_BYTES_PER_CALL, value_parser = clap::value_parser!(u32).range(1..=MAX_BYTES_PER_CALL as i64))]
+    pub capture_bytes_per_call: u32,
+    /// Size of the kernel-to-user ring buffer (a power of two, at least one page).
+    #[arg(long, default_value_t = 32 << 20, value_parser = parse_ring_buffer_bytes)]
+    pub ring_buffer_bytes: u32,
+    /// Connections tracked at once before the oldest is forgotten (and counted).
+    #[arg(long, default_value_t = 65536)]
+    pub max_connections: usize,
+    /// Chunks queued between capture and output before new ones are dropped (and counted).
+    #[arg(long, default_value_t = 65536)]
+    pub queue_capacity: usize,
+    /// eBPF object to load instead of the one embedded at build time.
+    #[arg(long)]
+    pub ebpf_object: Option<PathBuf>,
+}
+
+impl CaptureConfig {
+    pub fn selector(&self) -> TargetSelector {
+        match (&self.pid, &self.binary) {
+            (Some(pid), _) => TargetSelector::Pid(*pid),
+            (None, Some(path)) => TargetSelector::Binary(path.clone()),
+            (None, None) => TargetSelector::Name(self.process_name.clone()),
+        }
+    }
+
+    pub fn capture_bytes_per_call(&self) -> u32 {
+        self.capture_bytes_per_call.min(MAX_BYTES_PER_CALL)
+    }
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(text.len()),
+    );
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?} (e.g. 500ms, 2s, 1m)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" | "" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown duration unit in {text:?} (ms, s, m)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+fn parse_ring_buffer_bytes(text: &str) -> Result<u32, String> {
+    let bytes: u32 = text
+        .parse()
+        .map_err(|_| format!("not a byte count: {text:?}"))?;
+    if bytes < 4096 || !bytes.is_power_of_two() {
+        return Err(format!("{bytes} is not a power of two of at least 4096"));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn ring_buffer_size_must_be_a_power_of_two() {
+        assert_eq!(parse_ring_buffer_bytes("65536"), Ok(65536));
+        assert!(parse_ring_buffer_bytes("65537").is_err());
+        assert!(parse_ring_buffer_bytes("1024").is_err());
+    }
+}

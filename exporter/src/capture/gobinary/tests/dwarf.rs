@@ -1,0 +1,131 @@
+//! Struct member offsets read from the DWARF of an unstripped Go binary: the reference the
+//! offsets table is checked against.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use apiscope_common::GoOffsets;
+use object::{Object, ObjectSection};
+
+type Reader<'a> = gimli::EndianSlice<'a, gimli::LittleEndian>;
+
+/// Member name -> byte offset, per struct type name (e.g. `internal/poll.FD`).
+#[derive(Debug, Default)]
+pub struct StructLayouts(HashMap<String, HashMap<String, u64>>);
+
+/// The struct types the offsets table is about, plus the runtime's module data (whose `text`
+/// field the pclntab reader relies on).
+pub const STRUCTS: &[&str] = &[
+    "crypto/tls.Conn",
+    "net.TCPConn",
+    "net.conn",
+    "net.netFD",
+    "internal/poll.FD",
+    "net.TCPAddr",
+    "runtime.moduledata",
+];
+
+impl StructLayouts {
+    pub fn member(&self, struct_name: &str, member: &str) -> Result<u64, String> {
+        self.0
+            .get(struct_name)
+            .ok_or_else(|| format!("DWARF has no struct {struct_name}"))?
+            .get(member)
+            .copied()
+            .ok_or_else(|| format!("DWARF struct {struct_name} has no member {member}"))
+    }
+
+    /// The offsets table entry, computed the way the probes use it.
+    pub fn go_offsets(&self) -> Result<GoOffsets, String> {
+        let m = |s: &str, f: &str| self.member(s, f);
+        Ok(GoOffsets {
+            tls_conn_conn: m("crypto/tls.Conn", "conn")?,
+            tls_conn_is_client: m("crypto/tls.Conn", "isClient")?,
+            // The interface's data word is a *net.TCPConn, which embeds net.conn.
+            net_conn_fd: m("net.TCPConn", "conn")? + m("net.conn", "fd")?,
+            netfd_sysfd: m("net.netFD", "pfd")? + m("internal/poll.FD", "Sysfd")?,
+            netfd_laddr: m("net.netFD", "laddr")?,
+            netfd_raddr: m("net.netFD", "raddr")?,
+            tcpaddr_ip: m("net.TCPAddr", "IP")?,
+            tcpaddr_port: m("net.TCPAddr", "Port")?,
+        })
+    }
+}
+
+pub fn struct_layouts(binary: &[u8]) -> Result<StructLayouts, String> {
+    let file = object::File::parse(binary).map_err(|e| e.to_string())?;
+    if file.section_by_name(".debug_info").is_none() {
+        return Err("no .debug_info (stripped?)".into());
+    }
+    let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, object::Error> {
+        match file.section_by_name(id.name()) {
+            Some(section) => section.uncompressed_data(),
+            None => Ok(Cow::Borrowed(&[])),
+        }
+    };
+    let sections = gimli::DwarfSections::load(load).map_err(|e| e.to_string())?;
+    let dwarf = sections.borrow(|section| Reader::new(section, gimli::LittleEndian));
+    let mut layouts = StructLayouts::default();
+    let mut units = dwarf.units();
+    while let Some(header) = units.next().map_err(|e| e.to_string())? {
+        let unit = dwarf.unit(header).map_err(|e| e.to_string())?;
+        let mut tree = unit.entries_tree(None).map_err(|e| e.to_string())?;
+        let root = tree.root().map_err(|e| e.to_string())?;
+        collect(&dwarf, &unit, root, &mut layouts).map_err(|e| e.to_string())?;
+    }
+    Ok(layouts)
+}
+
+fn entry_name(
+    dwarf: &gimli::Dwarf<Reader<'_>>,
+    unit: &gimli::Unit<Reader<'_>>,
+    entry: &gimli::DebuggingInformationEntry<'_, '_, Reader<'_>>,
+) -> gimli::Result<Option<String>> {
+    let Some(value) = entry.attr_value(gimli::DW_AT_name)? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        dwarf
+            .attr_string(unit, value)?
+            .to_string_lossy()
+            .into_owned(),
+    ))
+}
+
+fn collect(
+    dwarf: &gimli::Dwarf<Reader<'_>>,
+    unit: &gimli::Unit<Reader<'_>>,
+    node: gimli::EntriesTreeNode<'_, '_, '_, Reader<'_>>,
+    layouts: &mut StructLayouts,
+) -> gimli::Result<()> {
+    let mut children = node.children();
+    while let Some(child) = children.next()? {
+        let entry = child.entry();
+        if entry.tag() != gimli::DW_TAG_structure_type {
+            collect(dwarf, unit, child, layouts)?;
+            continue;
+        }
+        let Some(name) = entry_name(dwarf, unit, entry)? else {
+            continue;
+        };
+        if !STRUCTS.contains(&name.as_str()) || layouts.0.contains_key(&name) {
+            continue;
+        }
+        let mut members = HashMap::new();
+        let mut fields = child.children();
+        while let Some(field) = fields.next()? {
+            let field = field.entry();
+            if field.tag() != gimli::DW_TAG_member {
+                continue;
+            }
+            let offset = field
+                .attr_value(gimli::DW_AT_data_member_location)?
+                .and_then(|value| value.udata_value());
+            if let (Some(member), Some(offset)) = (entry_name(dwarf, unit, field)?, offset) {
+                members.insert(member, offset);
+            }
+        }
+        layouts.0.insert(name, members);
+    }
+    Ok(())
+}

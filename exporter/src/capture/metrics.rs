@@ -1,0 +1,135 @@
+//! The capture stage's own health: what arrived, what was lost and why, what is attached.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Default, Debug)]
+pub struct CaptureMetrics {
+    /// Ring-buffer records decoded into chunks.
+    pub events: Counter,
+    /// Payload bytes copied out of the traced processes.
+    pub bytes_captured: Counter,
+    /// Stream bytes reported but not copied (truncated calls): gaps of known size.
+    pub bytes_not_captured: Counter,
+    /// Ring-buffer records that failed validation.
+    pub malformed_events: Counter,
+    /// Kernel-side losses, mirrored from the COUNTERS map.
+    pub ringbuf_full_drops: Counter,
+    pub payload_read_failures: Counter,
+    pub reads_without_entry: Counter,
+    /// Chunks dropped because the next stage's queue was full.
+    pub queue_full_drops: Counter,
+    pub attached_processes: Gauge,
+    pub attach_failures: Counter,
+    pub connections_seen: Counter,
+    pub connections_evicted: Counter,
+    pub open_connections: Gauge,
+}
+
+impl CaptureMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("apiscope_capture");
+        r.register(
+            "events",
+            "Ring-buffer events decoded into TLS chunks",
+            self.events.clone(),
+        );
+        r.register(
+            "captured_bytes",
+            "Plaintext bytes copied from traced processes",
+            self.bytes_captured.clone(),
+        );
+        r.register(
+            "not_captured_bytes",
+            "TLS stream bytes seen but not copied (calls larger than the per-call capture limit)",
+            self.bytes_not_captured.clone(),
+        );
+        r.register(
+            "malformed_events",
+            "Ring-buffer events that failed validation",
+            self.malformed_events.clone(),
+        );
+        r.register(
+            "ringbuf_full_drops",
+            "Events lost because the ring buffer was full",
+            self.ringbuf_full_drops.clone(),
+        );
+        r.register(
+            "payload_read_failures",
+            "Events lost because the kernel could not read the payload",
+            self.payload_read_failures.clone(),
+        );
+        r.register(
+            "reads_without_entry",
+            "Read returns seen without their entry (calls in flight at attach time)",
+            self.reads_without_entry.clone(),
+        );
+        r.register(
+            "queue_full_drops",
+            "Chunks dropped because the next stage was full",
+            self.queue_full_drops.clone(),
+        );
+        r.register(
+            "attached_processes",
+            "Processes with probes attached",
+            self.attached_processes.clone(),
+        );
+        r.register(
+            "attach_failures",
+            "Failed attempts to attach to a process",
+            self.attach_failures.clone(),
+        );
+        r.register(
+            "connections",
+            "TLS connections first seen",
+            self.connections_seen.clone(),
+        );
+        r.register(
+            "connections_evicted",
+            "Connections forgotten because the connection table was full",
+            self.connections_evicted.clone(),
+        );
+        r.register(
+            "open_connections",
+            "TLS connections currently tracked",
+            self.open_connections.clone(),
+        );
+    }
+
+    /// Brings the kernel-side counters (monotonic sums) into the registry's counters.
+    pub fn sync_kernel_counters(
+        &self,
+        ringbuf_full: u64,
+        payload_read_failed: u64,
+        read_without_entry: u64,
+    ) {
+        let raise = |counter: &Counter, total: u64| {
+            let current = counter.get();
+            if total > current {
+                counter.inc_by(total - current);
+            }
+        };
+        raise(&self.ringbuf_full_drops, ringbuf_full);
+        raise(&self.payload_read_failures, payload_read_failed);
+        raise(&self.reads_without_entry, read_without_entry);
+    }
+
+    /// One line for logs and for the end of a capture.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "events": self.events.get(),
+            "captured_bytes": self.bytes_captured.get(),
+            "not_captured_bytes": self.bytes_not_captured.get(),
+            "malformed_events": self.malformed_events.get(),
+            "ringbuf_full_drops": self.ringbuf_full_drops.get(),
+            "payload_read_failures": self.payload_read_failures.get(),
+            "reads_without_entry": self.reads_without_entry.get(),
+            "queue_full_drops": self.queue_full_drops.get(),
+            "attached_processes": self.attached_processes.get(),
+            "attach_failures": self.attach_failures.get(),
+            "connections": self.connections_seen.get(),
+            "connections_evicted": self.connections_evicted.get(),
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! The live capture loop: keeps probes attached to the target processes as they come and go,
+//! drains the ring buffer, and hands chunks to the next stage through a bounded queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use apiscope_common::KernelCounter;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::chunk::TlsChunk;
+use super::config::CaptureConfig;
+use super::discovery::{diff_targets, find_targets};
+use super::metrics::CaptureMetrics;
+use super::tracer::{ConnectionTable, Tracer, parse_record};
+
+/// Runs until `stop` resolves, sending chunks to `chunks`. When the receiver lags, chunks are
+/// dropped and counted rather than letting the ring buffer fill.
+pub async fn run_capture(
+    config: CaptureConfig,
+    metrics: Arc<CaptureMetrics>,
+    chunks: mpsc::Sender<TlsChunk>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let mut tracer = Tracer::load(&config, metrics.clone())?;
+    let ring = tracer.take_ring_buffer()?;
+    // aya's RingBuf owns its fd for as long as the AsyncFd lives, which is what `new` assumes.
+    #[allow(deprecated)]
+    let mut ring = AsyncFd::new(ring).context("polling the ring buffer")?;
+    let mut connections = ConnectionTable::new(config.max_connections, metrics.clone());
+    let selector = config.selector();
+    let proc_root = std::path::Path::new("/proc");
+    let mut rescan = tokio::time::interval(config.rescan_interval);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut waiting_logged = false;
+    tokio::pin!(stop);
+
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = rescan.tick() => {
+                let current = find_targets(&selector, proc_root);
+                let changes = diff_targets(&tracer.attached_targets(), &current);
+                for pid in changes.ended {
+                    info!(pid, "target process ended; detaching");
+                    tracer.detach(pid);
+                    connections.forget_process(pid);
+                }
+                for target in changes.started {
+                    match tracer.attach(&target) {
+                        Ok(points) => info!(
+                            pid = target.pid, exe = %target.exe.display(), go = %points.go_version,
+                            read_returns = points.read_returns.len(), "attached"
+                        ),
+                        Err(e) => {
+                            metrics.attach_failures.inc();
+                            warn!(pid = target.pid, error = format!("{e:#}"), "cannot attach");
+                        }
+                    }
+                }
+                if tracer.attached_targets().is_empty() && !waiting_logged {
+                    info!(selector = ?selector, "waiting for a target process");
+                }
+                waiting_logged = tracer.attached_targets().is_empty();
+                sync_kernel_counters(&tracer, &metrics);
+            }
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                drain(guard.get_inner_mut(), &mut connections, &metrics, &chunks);
+                guard.clear_ready();
+            }
+        }
+    }
+    // Whatever is already in the ring buffer still belongs to the capture.
+    drain(ring.get_mut(), &mut connections, &metrics, &chunks);
+    sync_kernel_counters(&tracer, &metrics);
+    for pid in tracer.attached_targets().into_keys() {
+        tracer.detach(pid);
+    }
+    Ok(())
+}
+
+fn drain(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    connections: &mut ConnectionTable,
+    metrics: &CaptureMetrics,
+    chunks: &mpsc::Sender<TlsChunk>,
+) {
+    while let Some(record) = ring.next() {
+        let Ok((header, payload)) = parse_record(&record) else {
+            metrics.malformed_events.inc();
+            continue;
+        };
+        metrics.events.inc();
+        metrics.bytes_captured.inc_by(payload.len() as u64);
+        metrics
+            .bytes_not_captured
+            .inc_by(u64::from(header.len) - payload.len() as u64);
+        let Some(chunk) = connections.chunk(&header, payload) else {
+            metrics.malformed_events.inc();
+            continue;
+        };
+        if chunks.try_send(chunk).is_err() {
+            metrics.queue_full_drops.inc();
+        }
+    }
+}
+
+fn sync_kernel_counters(tracer: &Tracer, metrics: &CaptureMetrics) {
+    match tracer.kernel_counters() {
+        Ok(c) => metrics.sync_kernel_counters(
+            c[KernelCounter::RingbufFull as usize],
+            c[KernelCounter::PayloadReadFailed as usize],
+            c[KernelCounter::ReadWithoutEntry as usize],
+        ),
+        Err(e) => warn!(error = %e, "cannot read kernel counters"),
+    }
+}
+
+/// How long the output side waits for the last chunks after capture stops.
+pub const FLUSH_GRACE: Duration = Duration::from_secs(5);

@@ -1,0 +1,3 @@
+//! Sinks: where results leave apiscope.
+
+pub mod prometheus;

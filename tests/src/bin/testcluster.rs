@@ -1,0 +1,180 @@
+//! `apiscope-testcluster up`: a local Kubernetes control plane for demos and shell scripts.
+//! Prints where everything is, writes the same as KEY=VALUE lines to `cluster.env` once the
+//! cluster is ready, and tears down cleanly on SIGINT, SIGTERM or SIGHUP.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use apiscope_e2e::cluster::{ClusterOptions, TestCluster};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A real local Kubernetes control plane (etcd + kube-apiserver 1.20) for apiscope"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Start the cluster and keep it running until SIGINT/SIGTERM.
+    Up {
+        /// Work directory (absent or empty); also receives cluster.env. Default: a temp dir.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Also run kube-controller-manager.
+        #[arg(long)]
+        controller_manager: bool,
+        /// Also run kube-scheduler.
+        #[arg(long)]
+        scheduler: bool,
+        /// Another kube-apiserver binary (default: the stripped build in $APISCOPE_CACHE).
+        #[arg(long)]
+        apiserver_binary: Option<PathBuf>,
+        /// Extra kube-apiserver flags, after the harness's own (they win), e.g. `-- --v=2`.
+        #[arg(last = true)]
+        extra_apiserver_args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    // Blocked before any thread exists, so every thread inherits the mask and the signals stay
+    // pending until `sigwait` below; a Ctrl-C during start-up tears down right after it.
+    let signals = block_termination_signals()?;
+    let Commands::Up {
+        dir,
+        controller_manager,
+        scheduler,
+        apiserver_binary,
+        extra_apiserver_args,
+    } = Cli::parse().command;
+    let cluster = TestCluster::start(ClusterOptions {
+        controller_manager,
+        scheduler,
+        apiserver_binary,
+        workdir: dir,
+        extra_apiserver_args,
+    })?;
+
+    let env_file = cluster.workdir().join("cluster.env");
+    let env = cluster_env(&cluster);
+    write_atomically(&env_file, &env)?;
+    print!("{env}");
+    println!("APISCOPE_CLUSTER_ENV={}", env_file.display());
+    println!(
+        "# ready; Ctrl-C or SIGTERM (pid {}) stops the cluster",
+        std::process::id()
+    );
+    std::io::stdout().flush()?;
+
+    let mut cluster = cluster;
+    // Wakes every second to notice a component that died, so scripts are not left with a
+    // cluster that silently stopped working.
+    loop {
+        if let Some(signal) = wait_for_signal(&signals, Duration::from_secs(1))? {
+            eprintln!("apiscope-testcluster: signal {signal}, stopping");
+            return cluster.stop();
+        }
+        if let Err(error) = cluster.check_running() {
+            let _ = cluster.stop();
+            return Err(error.context("a cluster component died; cluster stopped"));
+        }
+    }
+}
+
+fn cluster_env(cluster: &TestCluster) -> String {
+    let pki = cluster.pki();
+    let lines = [
+        ("KUBECONFIG", cluster.kubeconfig().display().to_string()),
+        (
+            "APISCOPE_KUBECONFIG",
+            cluster.kubeconfig().display().to_string(),
+        ),
+        ("APISCOPE_APISERVER_URL", cluster.apiserver_url()),
+        (
+            "APISCOPE_APISERVER_PORT",
+            cluster.apiserver_port().to_string(),
+        ),
+        (
+            "APISCOPE_APISERVER_PID",
+            cluster.apiserver_pid().to_string(),
+        ),
+        (
+            "APISCOPE_APISERVER_BINARY",
+            cluster.apiserver_binary().display().to_string(),
+        ),
+        (
+            "APISCOPE_AUDIT_LOG",
+            cluster.audit_log().display().to_string(),
+        ),
+        ("APISCOPE_CA_CERT", pki.ca.cert.display().to_string()),
+        (
+            "APISCOPE_ADMIN_CERT",
+            pki.admin_client.cert.display().to_string(),
+        ),
+        (
+            "APISCOPE_ADMIN_KEY",
+            pki.admin_client.key.display().to_string(),
+        ),
+        (
+            "APISCOPE_CLUSTER_DIR",
+            cluster.workdir().display().to_string(),
+        ),
+        ("APISCOPE_TESTCLUSTER_PID", std::process::id().to_string()),
+    ];
+    lines
+        .iter()
+        .map(|(key, value)| format!("{key}={value}\n"))
+        .collect()
+}
+
+/// Scripts poll for cluster.env to know the cluster is ready: it must never be seen half-written.
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let partial = path.with_extension("env.partial");
+    fs::write(&partial, text).with_context(|| format!("writing {}", partial.display()))?;
+    fs::rename(&partial, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+fn block_termination_signals() -> Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it before any use, and
+    // pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, signal);
+        }
+        let error = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if error != 0 {
+            bail!(
+                "blocking signals: {}",
+                std::io::Error::from_raw_os_error(error)
+            );
+        }
+        Ok(set)
+    }
+}
+
+/// One of the blocked signals, or `None` after `timeout`.
+fn wait_for_signal(set: &libc::sigset_t, timeout: Duration) -> Result<Option<libc::c_int>> {
+    let timeout = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `set` was initialised by block_termination_signals; a null siginfo is allowed.
+    let signal = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &timeout) };
+    if signal >= 0 {
+        return Ok(Some(signal));
+    }
+    let error = std::io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+        _ => bail!("waiting for a signal: {error}"),
+    }
+}

@@ -1,0 +1,554 @@
+//! Root end-to-end test of `apiscope capture` against a real, stripped kube-apiserver.
+//!
+//! kubectl creates, gets, lists, watches and deletes objects while apiscope captures; then the
+//! captured plaintext is checked against tshark's dissection of apiscope's own pcapng recording
+//! (tshark is the independent HTTP/2 oracle), and against what kubectl is known to have sent.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use apiscope::capture::{ChunkEventKind, ConnectionId, Direction, Role, TlsChunk};
+use apiscope_e2e::cluster::{ClusterOptions, TestCluster};
+use apiscope_e2e::tshark::{TsharkHttp2Frame, dissect_http2};
+
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("APISCOPE_REQUIRE_TOOLS").is_none(),
+        "the capture end-to-end test needs root (eBPF uprobes)"
+    );
+    eprintln!("skipped: the capture end-to-end test needs root (eBPF uprobes)");
+    false
+}
+
+fn apiscope_binary() -> PathBuf {
+    std::env::var_os("APISCOPE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/apiscope"))
+}
+
+/// A running `apiscope capture` with its stderr log lines collected in the background.
+struct Capture {
+    child: Child,
+    log_lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+    chunks_path: PathBuf,
+    recording: PathBuf,
+}
+
+impl Capture {
+    fn start(dir: &Path, selector: &[&str]) -> Result<Capture> {
+        let chunks_path = dir.join("chunks.jsonl");
+        let recording = dir.join("capture.pcapng");
+        let mut child = Command::new(apiscope_binary())
+            .args(["--log", "info,apiscope=debug", "--log-json", "capture"])
+            .args(selector)
+            .args([
+                "--rescan-interval",
+                "200ms",
+                "--metrics-address",
+                "127.0.0.1:0",
+                "--output",
+            ])
+            .arg(&chunks_path)
+            .arg("--record")
+            .arg(&recording)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {} (run `make build`)",
+                    apiscope_binary().display()
+                )
+            })?;
+        let stderr = child.stderr.take().expect("piped");
+        let (sender, log_lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("apiscope: {line}");
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Capture {
+            child,
+            log_lines,
+            log: Vec::new(),
+            chunks_path,
+            recording,
+        })
+    }
+
+    /// Waits (bounded) for a log line containing all of `needles`.
+    fn wait_for_log(&mut self, needles: &[&str], timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        if let Some(line) = self
+            .log
+            .iter()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+        {
+            return Ok(line.clone());
+        }
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.log_lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if needles.iter().all(|n| line.contains(n)) {
+                        return Ok(line);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        bail!("apiscope did not log {needles:?} within {timeout:?}")
+    }
+
+    /// Scrapes the capture's own Prometheus endpoint.
+    fn scrape_metrics(&mut self) -> Result<String> {
+        let line = self.wait_for_log(&["serving Prometheus metrics"], Duration::from_secs(10))?;
+        let line: serde_json::Value = serde_json::from_str(&line)?;
+        let address = line["fields"]["address"]
+            .as_str()
+            .context("metrics address")?
+            .to_string();
+        let mut stream = std::net::TcpStream::connect(&address)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        use std::io::{Read, Write};
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: apiscope\r\nConnection: close\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    }
+
+    /// SIGTERM, bounded wait, and the final summary line.
+    fn stop(mut self) -> Result<(Vec<TlsChunk>, PathBuf, serde_json::Value)> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let summary_line = self.wait_for_log(&["capture finished"], Duration::from_secs(20))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                self.child.kill()?;
+                bail!("apiscope did not exit after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let line: serde_json::Value = serde_json::from_str(&summary_line)?;
+        let summary: serde_json::Value = serde_json::from_str(
+            line["fields"]["summary"]
+                .as_str()
+                .context("summary field")?,
+        )?;
+        let chunks = std::fs::read_to_string(&self.chunks_path)?
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<Vec<TlsChunk>, _>>()?;
+        Ok((chunks, self.recording.clone(), summary))
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/2 frame as split from our own captured byte stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Frame {
+    frame_type: u8,
+    flags: u8,
+    stream_id: u32,
+    length: u32,
+    payload: Vec<u8>,
+}
+
+/// The plaintext of one connection and direction, in capture order.
+fn streams(chunks: &[TlsChunk]) -> BTreeMap<(ConnectionId, Direction), (Role, Vec<u8>)> {
+    let mut streams: BTreeMap<(ConnectionId, Direction), (Role, Vec<u8>)> = BTreeMap::new();
+    for chunk in chunks {
+        if let ChunkEventKind::Data {
+            direction,
+            len,
+            data,
+        } = &chunk.kind
+        {
+            assert_eq!(
+                *len as usize,
+                data.0.len(),
+                "no truncation expected at this request size"
+            );
+            let entry = streams
+                .entry((chunk.connection, *direction))
+                .or_insert((chunk.role, Vec::new()));
+            entry.1.extend_from_slice(&data.0);
+        }
+    }
+    streams
+}
+
+/// Splits a byte stream into HTTP/2 frames (after the client preface, if present).
+fn split_frames(mut bytes: &[u8]) -> Result<Vec<Frame>> {
+    if bytes.starts_with(HTTP2_PREFACE) {
+        bytes = &bytes[HTTP2_PREFACE.len()..];
+    }
+    let mut frames = Vec::new();
+    while !bytes.is_empty() {
+        if bytes.len() < 9 {
+            bail!("{} trailing bytes: not a whole frame header", bytes.len());
+        }
+        let length = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]);
+        let end = 9 + length as usize;
+        if bytes.len() < end {
+            bail!(
+                "frame of {length} bytes cut short ({} left)",
+                bytes.len() - 9
+            );
+        }
+        frames.push(Frame {
+            frame_type: bytes[3],
+            flags: bytes[4],
+            stream_id: u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff,
+            length,
+            payload: bytes[9..end].to_vec(),
+        });
+        bytes = &bytes[end..];
+    }
+    Ok(frames)
+}
+
+fn kubectl_ok(cluster: &TestCluster, args: &[&str]) -> Result<String> {
+    let output = cluster.kubectl(args)?;
+    if !output.status.success() {
+        bail!(
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn captures_kubectl_traffic_of_a_stripped_apiserver_and_matches_tshark() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let cluster = TestCluster::start(ClusterOptions::default())?;
+    let dir = tempfile_dir("capture")?;
+    let apiserver_binary = std::fs::read_link(format!("/proc/{}/exe", cluster.apiserver_pid()))?;
+    let mut capture = Capture::start(&dir, &["--binary", apiserver_binary.to_str().unwrap()])?;
+    capture.wait_for_log(
+        &["attached", &format!("\"pid\":{}", cluster.apiserver_pid())],
+        Duration::from_secs(30),
+    )?;
+
+    // A marker value that must appear verbatim in the captured plaintext of the create request.
+    let marker = format!("apiscope-marker-{}", std::process::id());
+    let cm = "capture-e2e";
+    let mut watch = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig())
+        .args([
+            "get",
+            "configmaps",
+            "--watch",
+            "--output",
+            "name",
+            "--namespace",
+            "default",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_secs(1));
+    kubectl_ok(
+        &cluster,
+        &[
+            "create",
+            "configmap",
+            cm,
+            "--namespace",
+            "default",
+            &format!("--from-literal=key={marker}"),
+        ],
+    )?;
+    let got = kubectl_ok(
+        &cluster,
+        &[
+            "get",
+            "configmap",
+            cm,
+            "--namespace",
+            "default",
+            "--output",
+            "json",
+        ],
+    )?;
+    assert!(got.contains(&marker));
+    kubectl_ok(&cluster, &["get", "configmaps", "--namespace", "default"])?;
+    kubectl_ok(
+        &cluster,
+        &["delete", "configmap", cm, "--namespace", "default"],
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+    watch.kill()?;
+    let watch_output = watch.wait_with_output()?;
+    assert!(String::from_utf8_lossy(&watch_output.stdout).contains(&format!("configmap/{cm}")));
+
+    let scraped = capture.scrape_metrics()?;
+    let metric = |name: &str| -> Option<f64> {
+        scraped
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    assert_eq!(
+        metric("apiscope_capture_ringbuf_full_drops_total"),
+        Some(0.0),
+        "{scraped}"
+    );
+    assert_eq!(
+        metric("apiscope_capture_attached_processes"),
+        Some(1.0),
+        "{scraped}"
+    );
+    assert!(
+        metric("apiscope_capture_events_total").unwrap_or(0.0) > 0.0,
+        "{scraped}"
+    );
+
+    let (chunks, recording, summary) = capture.stop()?;
+    eprintln!("capture summary: {summary}");
+    for counter in [
+        "ringbuf_full_drops",
+        "payload_read_failures",
+        "malformed_events",
+        "queue_full_drops",
+    ] {
+        assert_eq!(
+            summary[counter], 0,
+            "{counter} must be zero at this rate: {summary}"
+        );
+    }
+    assert!(summary["events"].as_u64().unwrap() > 0);
+
+    let port = cluster.apiserver_port();
+    let streams = streams(&chunks);
+    // Incoming connections from kubectl: the server side of the apiserver's port.
+    let server_connections: BTreeSet<ConnectionId> = chunks
+        .iter()
+        .filter(|c| c.role == Role::Server && c.local.is_some_and(|a| a.port() == port))
+        .map(|c| c.connection)
+        .collect();
+    assert!(
+        server_connections.len() >= 5,
+        "one connection per kubectl run at least: {server_connections:?}"
+    );
+    let mut saw_marker = false;
+    let mut our_frames: BTreeMap<(u16, u16), Vec<Frame>> = BTreeMap::new();
+    for connection in &server_connections {
+        let chunk = chunks.iter().find(|c| c.connection == *connection).unwrap();
+        let remote_port = chunk.remote.expect("remote address known").port();
+        let (_, ingress) = streams
+            .get(&(*connection, Direction::Ingress))
+            .expect("bytes from kubectl");
+        assert!(
+            ingress.starts_with(HTTP2_PREFACE),
+            "kubectl speaks HTTP/2 from the first byte"
+        );
+        saw_marker |= ingress
+            .windows(marker.len())
+            .any(|w| w == marker.as_bytes());
+        our_frames.insert((remote_port, port), split_frames(ingress)?);
+        let (_, egress) = streams
+            .get(&(*connection, Direction::Egress))
+            .expect("bytes to kubectl");
+        our_frames.insert((port, remote_port), split_frames(egress)?);
+    }
+    assert!(
+        saw_marker,
+        "the create request's body is in the captured plaintext"
+    );
+
+    // The apiserver is also a TLS client (etcd over gRPC): those connections are told apart.
+    let client_preface = streams.iter().any(|((_, direction), (role, bytes))| {
+        *role == Role::Client && *direction == Direction::Egress && bytes.starts_with(HTTP2_PREFACE)
+    });
+    assert!(
+        client_preface,
+        "outgoing HTTP/2 (etcd gRPC) connections are captured with role client"
+    );
+
+    // tshark, from the recording, must see exactly the frames we split from the chunk stream.
+    let tshark_frames = dissect_http2(&recording, &[port])?;
+    let mut theirs: BTreeMap<(u16, u16), Vec<&TsharkHttp2Frame>> = BTreeMap::new();
+    for frame in &tshark_frames {
+        if frame.src_port == port || frame.dst_port == port {
+            theirs
+                .entry((frame.src_port, frame.dst_port))
+                .or_default()
+                .push(frame);
+        }
+    }
+    for (ports, ours) in &our_frames {
+        let tshark = theirs.get(ports).map(Vec::as_slice).unwrap_or_default();
+        assert_eq!(ours.len(), tshark.len(), "frame count on {ports:?}");
+        for (a, b) in ours.iter().zip(tshark) {
+            assert_eq!(
+                (a.frame_type, a.flags, a.stream_id, a.length),
+                (b.frame_type, b.flags, b.stream_id, b.length),
+                "frame on {ports:?}"
+            );
+            if a.frame_type == 0 {
+                assert_eq!(
+                    Some(&a.payload),
+                    b.data.as_ref(),
+                    "DATA payload on {ports:?}"
+                );
+            }
+        }
+    }
+    // What tshark decodes from the headers: the requests kubectl made and the apiserver's answers.
+    let header = |f: &TsharkHttp2Frame, name: &str| {
+        f.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let requests: Vec<(String, String)> = tshark_frames
+        .iter()
+        .filter_map(|f| Some((header(f, ":method")?, header(f, ":path")?)))
+        .collect();
+    let statuses: BTreeSet<String> = tshark_frames
+        .iter()
+        .filter_map(|f| header(f, ":status"))
+        .collect();
+    let has = |method: &str, path: &str| {
+        requests
+            .iter()
+            .any(|(m, p)| m == method && p.starts_with(path))
+    };
+    assert!(
+        has("POST", "/api/v1/namespaces/default/configmaps"),
+        "{requests:?}"
+    );
+    assert!(
+        has(
+            "GET",
+            &format!("/api/v1/namespaces/default/configmaps/{cm}")
+        ),
+        "{requests:?}"
+    );
+    assert!(
+        has(
+            "DELETE",
+            &format!("/api/v1/namespaces/default/configmaps/{cm}")
+        ),
+        "{requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|(m, p)| m == "GET" && p.contains("configmaps") && p.contains("watch=true")),
+        "{requests:?}"
+    );
+    assert!(
+        statuses.contains("201") && statuses.contains("200"),
+        "{statuses:?}"
+    );
+
+    drop(cluster.kubectl(&["version"]));
+    std::fs::remove_dir_all(&dir).ok();
+    cluster.stop()?;
+    Ok(())
+}
+
+#[test]
+fn reattaches_after_the_apiserver_restarts() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let mut cluster = TestCluster::start(ClusterOptions::default())?;
+    let dir = tempfile_dir("restart")?;
+    let binary = std::fs::read_link(format!("/proc/{}/exe", cluster.apiserver_pid()))?;
+    let mut capture = Capture::start(&dir, &["--binary", binary.to_str().unwrap()])?;
+    let first_pid = cluster.apiserver_pid();
+    capture.wait_for_log(
+        &["attached", &format!("\"pid\":{first_pid}")],
+        Duration::from_secs(30),
+    )?;
+    kubectl_ok(&cluster, &["get", "namespaces"])?;
+
+    let second_pid = cluster.restart_apiserver()?;
+    assert_ne!(first_pid, second_pid);
+    capture.wait_for_log(
+        &["target process ended", &format!("\"pid\":{first_pid}")],
+        Duration::from_secs(30),
+    )?;
+    capture.wait_for_log(
+        &["attached", &format!("\"pid\":{second_pid}")],
+        Duration::from_secs(30),
+    )?;
+    // Bodies travel as literal JSON (paths may be Huffman-coded by HPACK): a marker proves capture.
+    let marker = format!("after-restart-{}", std::process::id());
+    kubectl_ok(
+        &cluster,
+        &[
+            "create",
+            "configmap",
+            "restart-e2e",
+            "--namespace",
+            "default",
+            &format!("--from-literal=k={marker}"),
+        ],
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+
+    let (chunks, _, summary) = capture.stop()?;
+    eprintln!("capture summary: {summary}");
+    let before = chunks
+        .iter()
+        .filter(|c| c.connection.pid == first_pid)
+        .count();
+    let after = chunks
+        .iter()
+        .filter(|c| c.connection.pid == second_pid)
+        .count();
+    assert!(
+        before > 0 && after > 0,
+        "chunks before ({before}) and after ({after}) the restart"
+    );
+    let marker_seen = chunks.iter().any(|c| {
+        c.connection.pid == second_pid
+            && c.payload().is_some_and(|(d, _, bytes)| {
+                d == Direction::Ingress
+                    && bytes.windows(marker.len()).any(|w| w == marker.as_bytes())
+            })
+    });
+    assert!(
+        marker_seen,
+        "the request after the restart was captured from the new process"
+    );
+    cluster.stop()?;
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+fn tempfile_dir(name: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("apiscope-e2e-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
