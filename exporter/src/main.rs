@@ -10,7 +10,7 @@ use apiscope::capture::TlsChunk;
 use apiscope::capture::config::{CaptureConfig, parse_duration};
 use apiscope::capture::metrics::CaptureMetrics;
 use apiscope::capture::run::{FLUSH_GRACE, run_capture};
-use apiscope::record::{PcapngWriter, read_chunks};
+use apiscope::record::{ChunkReader, PcapngWriter};
 use apiscope::sinks::prometheus::serve_metrics;
 use clap::{Parser, Subcommand};
 use prometheus_client::registry::Registry;
@@ -78,8 +78,9 @@ fn main() -> Result<()> {
         }
         Command::Replay { file, output } => {
             let mut out = open_output(&output)?;
-            for chunk in read_chunks(&file)? {
-                write_json_line(&mut out, &chunk)?;
+            // Streams: a recording can be far larger than memory.
+            for chunk in ChunkReader::open(&file)? {
+                write_json_line(&mut out, &chunk?)?;
             }
             out.flush()?;
             Ok(())
