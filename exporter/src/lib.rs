@@ -1,8 +1,14 @@
 //! apiscope: the data path, one module per stage.
 //!
-//! capture (eBPF uprobes on Go crypto/tls -> `TlsChunk`) -> reassembly -> http2 -> k8s model -> sinks.
+//! capture (eBPF uprobes on Go crypto/tls -> `TlsChunk`) -> reassembly (ordered byte streams per
+//! connection and direction) -> http (HTTP/2 + HPACK, HTTP/1.1 -> `HttpEvent`) -> exchange (one
+//! request + response per stream) -> k8s (`ApiRequest`) -> sinks.
 //! `record` writes and reads the chunk stream as pcapng.
 
 pub mod capture;
+pub mod exchange;
+pub mod http;
+pub mod k8s;
+pub mod reassembly;
 pub mod record;
 pub mod sinks;

@@ -18,10 +18,11 @@ pub enum Direction {
 }
 
 /// The process's side of the TLS connection (`tls.Conn.isClient`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The process accepted the connection: incoming API requests.
+    #[default]
     Server,
     /// The process dialed out: etcd, webhooks, aggregated APIs, its own loopback client.
     Client,
@@ -29,7 +30,9 @@ pub enum Role {
 
 /// Identity of one connection: the `*tls.Conn` address is reused after garbage collection, so it is
 /// paired with the process and the time the connection was first seen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct ConnectionId {
     pub pid: u32,
     pub conn_ptr: u64,
@@ -47,6 +50,51 @@ pub enum ChunkEventKind {
     },
     /// The process closed the connection.
     Close,
+    /// A header block as Go's HTTP/2 code saw it, decoded (from the header-level hooks on
+    /// `serverConn.processHeaders` and the response-header writer). It carries what the wire
+    /// decoder cannot recover on connections opened before apiscope attached.
+    Headers {
+        message: MessageKind,
+        stream_id: u32,
+        fields: Vec<HeaderField>,
+        /// Fields the hook saw but could not copy (count or size limit).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        dropped_fields: u32,
+    },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Which message of an exchange a header block or body belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    Request,
+    Response,
+    /// Trailers: a header block after the body (gRPC status, for instance).
+    Trailers,
+}
+
+/// One header field. Values are kept as text (lossy UTF-8): Kubernetes headers are ASCII.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderField {
+    pub name: String,
+    pub value: String,
+    /// HPACK "never indexed" (Go sets it for Authorization and cookies).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
+}
+
+impl HeaderField {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        HeaderField {
+            name: name.into(),
+            value: value.into(),
+            sensitive: false,
+        }
+    }
 }
 
 /// One captured event on a connection.
@@ -113,7 +161,7 @@ impl TlsChunk {
                 len,
                 data,
             } => Some((*direction, *len, &data.0)),
-            ChunkEventKind::Close => None,
+            ChunkEventKind::Close | ChunkEventKind::Headers { .. } => None,
         }
     }
 }

@@ -10,8 +10,8 @@
 //!  "event":"data","direction":"ingress","len":1200}
 //! ```
 //!
-//! `event` is `data` (with `direction` and `len`, the stream length the chunk stands for) or
-//! `close`. `local` / `remote` are left out when unknown. Synthetic packets that carry no chunk
+//! `event` is `data` (with `direction` and `len`, the stream length the chunk stands for),
+//! `close`, or `headers` (a hook's decoded header block: `message`, `stream_id`, `fields`). `local` / `remote` are left out when unknown. Synthetic packets that carry no chunk
 //! (the TCP handshake) say `{"apiscope":1,"synthetic":"handshake"}`. Unknown fields are ignored,
 //! so fields may be added without a version bump; `apiscope` changes only on incompatible change.
 
@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::capture::chunk::Bytes;
+use crate::capture::chunk::{HeaderField, MessageKind};
 use crate::capture::{ChunkEventKind, ConnectionId, Direction, Role, TlsChunk};
 
 /// Value of the `apiscope` key: the version of this metadata format.
@@ -52,8 +53,19 @@ pub(crate) struct SegmentMeta {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub(crate) enum MetaEvent {
-    Data { direction: Direction, len: u32 },
+    Data {
+        direction: Direction,
+        len: u32,
+    },
     Close,
+    /// A decoded header block from the header-level hooks; its packet carries no payload.
+    Headers {
+        message: MessageKind,
+        stream_id: u32,
+        fields: Vec<HeaderField>,
+        #[serde(default)]
+        dropped_fields: u32,
+    },
 }
 
 #[derive(Serialize)]
@@ -95,6 +107,17 @@ impl SegmentMeta {
                     len: *len,
                 },
                 ChunkEventKind::Close => MetaEvent::Close,
+                ChunkEventKind::Headers {
+                    message,
+                    stream_id,
+                    fields,
+                    dropped_fields,
+                } => MetaEvent::Headers {
+                    message: *message,
+                    stream_id: *stream_id,
+                    fields: fields.clone(),
+                    dropped_fields: *dropped_fields,
+                },
             },
         }
     }
@@ -121,6 +144,17 @@ impl SegmentMeta {
                     data: Bytes(data),
                 },
                 MetaEvent::Close => ChunkEventKind::Close,
+                MetaEvent::Headers {
+                    message,
+                    stream_id,
+                    fields,
+                    dropped_fields,
+                } => ChunkEventKind::Headers {
+                    message,
+                    stream_id,
+                    fields,
+                    dropped_fields,
+                },
             },
         }
     }

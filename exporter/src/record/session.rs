@@ -10,6 +10,7 @@ use super::meta::{SegmentMeta, synthetic_comment};
 use super::packet::{
     MAX_SEGMENT_PAYLOAD, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, TcpSegment, encode_tcp_packet,
 };
+use crate::capture::chunk::MessageKind;
 use crate::capture::{ChunkEventKind, ConnectionId, Direction, Role, TlsChunk};
 
 /// Largest payload one chunk may carry in a recording; the reader enforces the same bound, so
@@ -101,7 +102,7 @@ impl TcpSynthesizer {
     pub fn packets_for(&mut self, chunk: &TlsChunk) -> Result<Vec<SyntheticPacket>, String> {
         let copied = match &chunk.kind {
             ChunkEventKind::Data { data, .. } => data.0.len(),
-            ChunkEventKind::Close => 0,
+            ChunkEventKind::Close | ChunkEventKind::Headers { .. } => 0,
         };
         if copied > MAX_CHUNK_DATA {
             return Err(format!(
@@ -148,6 +149,16 @@ impl TcpSynthesizer {
                 // from a lost segment.
                 let missing = len.saturating_sub(data.0.len().try_into().unwrap_or(u32::MAX));
                 sending.flow.next_seq = sending.flow.next_seq.wrapping_add(missing);
+            }
+            ChunkEventKind::Headers { message, .. } => {
+                // An empty segment in the direction the message travelled: it keeps the hook's
+                // header block in order with the connection's data, without touching sequence
+                // numbers (tshark sees a bare ACK).
+                let egress = (*message == MessageKind::Response) == (chunk.role == Role::Server);
+                let sending = connection.sending(egress);
+                let meta = SegmentMeta::for_chunk(chunk, index, 1);
+                let ack = sending.segment(TCP_ACK, &[]);
+                packets.push(packet(&ack, meta.to_json(), chunk.timestamp_ns));
             }
             ChunkEventKind::Close => {
                 let sending = connection.sending(true);

@@ -1,0 +1,17 @@
+//! Kubernetes model stage: turns an HTTP exchange into an [`ApiRequest`], labelled the way the
+//! apiserver labels its own audit events and `apiserver_request_total`.
+//!
+//! - `request_info`: verb/group/version/resource/... from method and URL (the apiserver's
+//!   RequestInfo resolver) and the metric verb cleaning (LIST+watch -> WATCH, APPLY, ...).
+//! - `client`: component from User-Agent, service account from a bearer JWT's claims,
+//!   impersonation headers.
+//! - `body`: gzip (capped), JSON, Kubernetes protobuf envelope, apply-patch YAML, Status.
+//! - `watch`: watch streams as a sequence of events (JSON and protobuf framing).
+
+pub mod api_request;
+pub mod body;
+pub mod client;
+pub mod request_info;
+pub mod watch;
+
+pub use api_request::ApiRequest;

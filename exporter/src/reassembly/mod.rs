@@ -1,0 +1,1 @@
+//! Reassembly stage (in progress).
