@@ -20,8 +20,9 @@ pids+=($!)
 for _ in $(seq 1 120); do [ -s "$dir/cluster.env" ] && break; sleep 1; done
 [ -s "$dir/cluster.env" ] || { tail -30 "$dir/cluster.log"; log "the test cluster did not come up"; exit 1; }
 set -a; source "$dir/cluster.env"; set +a
+export KUBECONFIG="$APISCOPE_KUBECONFIG"
 
-target/release/apiscope capture --pid "$APISERVER_PID" --output "$dir/chunks.jsonl" \
+target/release/apiscope capture --pid "$APISCOPE_APISERVER_PID" --output "$dir/requests.jsonl" \
   --record "$dir/capture.pcapng" --metrics-address "$metrics_address" 2>"$dir/apiscope.log" &
 pids+=($!)
 for _ in $(seq 1 60); do grep -q '"attached"\|attached' "$dir/apiscope.log" 2>/dev/null && break; sleep 0.5; done
@@ -29,10 +30,11 @@ for _ in $(seq 1 60); do grep -q '"attached"\|attached' "$dir/apiscope.log" 2>/d
 cat <<MSG
 
   apiscope demo is running
-    kube-apiserver : $APISERVER_URL (pid $APISERVER_PID), kubeconfig $KUBECONFIG
+    kube-apiserver : $APISCOPE_APISERVER_URL (pid $APISCOPE_APISERVER_PID), kubeconfig $KUBECONFIG
     metrics        : http://$metrics_address/metrics
-    chunks         : $dir/chunks.jsonl   (apiscope capture JSON lines)
-    recording      : $dir/capture.pcapng (tshark -r $dir/capture.pcapng -d tcp.port==${APISERVER_URL##*:},http2)
+    API requests   : $dir/requests.jsonl (one ApiRequest JSON object per line)
+    recording      : $dir/capture.pcapng (apiscope replay --format table $dir/capture.pcapng;
+                     tshark -r $dir/capture.pcapng -d tcp.port==$APISCOPE_APISERVER_PORT,http2)
     live view      : not built yet (it arrives with the telemetry issue)
   Ctrl-C stops everything.
 
@@ -46,7 +48,7 @@ for i in $(seq 1 100000); do
   kubectl get configmaps >/dev/null 2>&1 || true
   kubectl delete configmap "demo-$i" >/dev/null 2>&1 || true
   if (( i % 10 == 0 )); then
-    curl -s "http://$metrics_address/metrics" | grep -E '^apiscope_capture_(events|captured_bytes|ringbuf_full_drops)_total' | tr '\n' ' '; echo
+    curl -s "http://$metrics_address/metrics" | grep -E '^apiscope_(capture_events|capture_ringbuf_full_drops|decode_api_requests)_total' | tr '\n' ' '; echo
   fi
   sleep 1
 done

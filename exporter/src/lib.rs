@@ -9,6 +9,7 @@ pub mod capture;
 pub mod exchange;
 pub mod http;
 pub mod k8s;
+pub mod pipeline;
 pub mod reassembly;
 pub mod record;
 pub mod sinks;

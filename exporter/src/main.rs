@@ -10,8 +10,11 @@ use apiscope::capture::TlsChunk;
 use apiscope::capture::config::{CaptureConfig, parse_duration};
 use apiscope::capture::metrics::CaptureMetrics;
 use apiscope::capture::run::{FLUSH_GRACE, run_capture};
-use apiscope::record::{ChunkReader, PcapngWriter};
+use apiscope::k8s::ApiRequest;
+use apiscope::pipeline::{DecodeConfig, DecodeMetrics, DecodePipeline};
+use apiscope::record::{ChunkReader, PcapngWriter, realtime_minus_monotonic_ns};
 use apiscope::sinks::prometheus::serve_metrics;
+use apiscope::sinks::stdout::{OutputFormat, table_header, write_chunk, write_request};
 use clap::{Parser, Subcommand};
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
@@ -32,13 +35,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Attach to kube-apiserver processes and print the TLS plaintext chunks they read and write.
+    /// Attach to kube-apiserver processes and print every API request they serve.
     Capture {
         #[command(flatten)]
         config: CaptureConfig,
-        /// Where chunk JSON lines go ("-" for stdout).
+        #[command(flatten)]
+        decode: DecodeConfig,
+        /// Where the output goes ("-" for stdout).
         #[arg(long, default_value = "-")]
         output: String,
+        /// json: one ApiRequest per line; table: for people; chunks: the raw TLS chunks.
+        #[arg(long, value_enum, default_value = "json")]
+        format: OutputFormat,
         /// Also write the plaintext as a pcapng file (synthetic TCP/IP with the real addresses)
         /// that Wireshark and tshark dissect as HTTP/2. Holds raw plaintext: created with mode 0600.
         #[arg(long)]
@@ -50,12 +58,17 @@ enum Command {
         #[arg(long, value_parser = parse_duration)]
         duration: Option<std::time::Duration>,
     },
-    /// Read a pcapng recording made by `capture --record` and print its chunks.
+    /// Decode a pcapng recording made by `capture --record`, exactly as `capture` decodes live.
     Replay {
         file: PathBuf,
-        /// Where chunk JSON lines go ("-" for stdout).
+        #[command(flatten)]
+        decode: DecodeConfig,
+        /// Where the output goes ("-" for stdout).
         #[arg(long, default_value = "-")]
         output: String,
+        /// json: one ApiRequest per line; table: for people; chunks: the raw TLS chunks.
+        #[arg(long, value_enum, default_value = "json")]
+        format: OutputFormat,
     },
 }
 
@@ -65,7 +78,9 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Capture {
             config,
+            decode,
             output,
+            format,
             record,
             metrics_address,
             duration,
@@ -74,23 +89,37 @@ fn main() -> Result<()> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
+            let output = Output::open(&output, format, decode, realtime_minus_monotonic_ns())?;
             runtime.block_on(capture(config, output, record, metrics_address, duration))
         }
-        Command::Replay { file, output } => {
-            let mut out = open_output(&output)?;
+        Command::Replay {
+            file,
+            decode,
+            output,
+            format,
+        } => {
+            let mut output = Output::open(&output, format, decode, 0)?;
             // Streams: a recording can be far larger than memory.
-            for chunk in ChunkReader::open(&file)? {
-                write_json_line(&mut out, &chunk?)?;
+            let mut reader = ChunkReader::open(&file)?;
+            let mut offset_known = false;
+            while let Some(chunk) = reader.next() {
+                let chunk = chunk?;
+                if !offset_known {
+                    if let Some(offset) = reader.realtime_offset_ns() {
+                        output.pipeline.set_realtime_offset(offset);
+                        offset_known = true;
+                    }
+                }
+                output.chunk(&chunk)?;
             }
-            out.flush()?;
-            Ok(())
+            output.finish()
         }
     }
 }
 
 async fn capture(
     config: CaptureConfig,
-    output: String,
+    mut output: Output,
     record: Option<PathBuf>,
     metrics_address: MetricsAddress,
     duration: Option<std::time::Duration>,
@@ -98,26 +127,25 @@ async fn capture(
     let metrics = Arc::new(CaptureMetrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    output.metrics.register(&mut registry);
     let metrics_server = match metrics_address.0 {
         Some(address) => Some(serve_metrics(address, Arc::new(registry)).await?.1),
         None => None,
     };
     let (sender, mut receiver) = mpsc::channel::<TlsChunk>(config.queue_capacity.max(1));
-    let mut out = open_output(&output)?;
     let mut recording = record.as_deref().map(PcapngWriter::create).transpose()?;
-    // Output runs on its own thread: slow disks must not stall the ring-buffer reader.
+    // Decoding and output run on their own thread: they must not stall the ring-buffer reader.
     let writer = tokio::task::spawn_blocking(move || -> Result<()> {
         while let Some(chunk) = receiver.blocking_recv() {
-            write_json_line(&mut out, &chunk)?;
             if let Some(recording) = recording.as_mut() {
                 recording.write_chunk(&chunk)?;
             }
+            output.chunk(&chunk)?;
         }
-        out.flush()?;
         if let Some(recording) = recording.as_mut() {
             recording.flush()?;
         }
-        Ok(())
+        output.finish()
     });
     let stop = async move {
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -159,20 +187,75 @@ fn parse_metrics_address(text: &str) -> Result<MetricsAddress, String> {
         .map_err(|e| format!("{text:?}: {e} (host:port or off)"))
 }
 
-fn open_output(output: &str) -> Result<Box<dyn Write + Send>> {
-    Ok(if output == "-" {
-        Box::new(BufWriter::new(std::io::stdout()))
-    } else {
-        Box::new(BufWriter::new(
-            File::create(output).with_context(|| format!("creating {output}"))?,
-        ))
-    })
+/// Decodes chunks and writes what the format asks for.
+struct Output {
+    out: Box<dyn Write + Send>,
+    format: OutputFormat,
+    pipeline: DecodePipeline,
+    metrics: Arc<DecodeMetrics>,
+    requests: Vec<ApiRequest>,
+    last_idle_check_ns: u64,
 }
 
-fn write_json_line(out: &mut dyn Write, chunk: &TlsChunk) -> Result<()> {
-    serde_json::to_writer(&mut *out, chunk)?;
-    out.write_all(b"\n")?;
-    Ok(())
+impl Output {
+    fn open(
+        output: &str,
+        format: OutputFormat,
+        decode: DecodeConfig,
+        realtime_offset_ns: i64,
+    ) -> Result<Self> {
+        let mut out: Box<dyn Write + Send> = if output == "-" {
+            Box::new(BufWriter::new(std::io::stdout()))
+        } else {
+            Box::new(BufWriter::new(
+                File::create(output).with_context(|| format!("creating {output}"))?,
+            ))
+        };
+        if format == OutputFormat::Table {
+            writeln!(out, "{}", table_header())?;
+        }
+        Ok(Output {
+            out,
+            format,
+            pipeline: DecodePipeline::new(decode, realtime_offset_ns),
+            metrics: Arc::new(DecodeMetrics::default()),
+            requests: Vec::new(),
+            last_idle_check_ns: 0,
+        })
+    }
+
+    fn chunk(&mut self, chunk: &TlsChunk) -> Result<()> {
+        if self.format == OutputFormat::Chunks {
+            return write_chunk(&mut self.out, chunk);
+        }
+        self.pipeline.push(chunk, &self.metrics, &mut self.requests);
+        // Idle connections are looked for once a (capture-clock) minute.
+        if chunk.timestamp_ns.saturating_sub(self.last_idle_check_ns) > 60_000_000_000 {
+            self.last_idle_check_ns = chunk.timestamp_ns;
+            self.pipeline
+                .evict_idle(chunk.timestamp_ns, &self.metrics, &mut self.requests);
+        }
+        if !self.requests.is_empty() {
+            self.write_requests()?;
+            // Requests are rare next to chunks: make each visible as it is decoded.
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+
+    fn write_requests(&mut self) -> Result<()> {
+        for request in self.requests.drain(..) {
+            write_request(&mut self.out, self.format, &request)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.pipeline.finish(&self.metrics, &mut self.requests);
+        self.write_requests()?;
+        self.out.flush()?;
+        Ok(())
+    }
 }
 
 fn init_logging(filter: &str, json: bool) {

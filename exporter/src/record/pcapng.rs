@@ -263,6 +263,7 @@ pub struct ChunkReader<R: Read> {
     pending: Option<PendingChunk>,
     skipped_packets: u64,
     finished: bool,
+    realtime_offset_ns: Option<i64>,
 }
 
 /// State of the current pcapng section.
@@ -349,7 +350,14 @@ impl<R: Read> ChunkReader<R> {
             pending: None,
             skipped_packets: 0,
             finished: false,
+            realtime_offset_ns: None,
         }
+    }
+
+    /// CLOCK_REALTIME - CLOCK_MONOTONIC of the recording host, from the first chunk's packet time
+    /// (the writer stamps packets with wall-clock nanoseconds); `None` before the first chunk.
+    pub fn realtime_offset_ns(&self) -> Option<i64> {
+        self.realtime_offset_ns
     }
 
     /// Packets read so far that carried no apiscope metadata.
@@ -585,6 +593,11 @@ impl<R: Read> ChunkReader<R> {
             self.skipped_packets += 1;
             return Ok(None);
         };
+        if self.realtime_offset_ns.is_none() {
+            let wall_ns = (u64::from(field(4)?) << 32) | u64::from(field(8)?);
+            self.realtime_offset_ns =
+                i64::try_from(i128::from(wall_ns) - i128::from(meta.timestamp_ns)).ok();
+        }
         let linktype = *section.linktypes.get(interface).ok_or_else(|| {
             malformed(
                 offset,

@@ -1,3 +1,4 @@
 //! Sinks: where results leave apiscope.
 
 pub mod prometheus;
+pub mod stdout;

@@ -1,0 +1,310 @@
+//! The decode pipeline: chunks in, [`ApiRequest`]s out, through reassembly -> http -> exchange ->
+//! k8s. The same code runs on live capture and on a replayed recording.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use clap::Args;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+
+use crate::capture::config::parse_duration;
+use crate::capture::{ChunkEventKind, ConnectionId, Role, TlsChunk};
+use crate::exchange::{
+    ConnectionFacts, Ending, Exchange, ExchangeAssembler, ExchangeLimits, ExchangeMetrics,
+};
+use crate::http::{HttpEvent, Protocol, ProtocolDecoder, ProtocolLimits};
+use crate::k8s::ApiRequest;
+use crate::k8s::body::BodyLimits;
+use crate::reassembly::{Eviction, ReassemblyConfig, ReassemblyMetrics, Reassembler, pieces};
+
+/// Decoder settings (`apiscope capture` / `apiscope replay` flags).
+#[derive(Args, Clone, Debug)]
+pub struct DecodeConfig {
+    /// Body bytes kept per message for decoding (object names, Status, list sizes); the rest is
+    /// counted but not kept.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Hard cap on a gzip-decoded body.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_decompressed_bytes: usize,
+    /// Bytes the decoder may hold for one connection (partial frames and kept bodies).
+    #[arg(long, default_value_t = 8 << 20)]
+    pub max_connection_bytes: usize,
+    /// Bytes the decoder may hold for all connections together.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub max_decoder_bytes: usize,
+    /// Connections decoded at once.
+    #[arg(long, default_value_t = 8192)]
+    pub max_decoded_connections: usize,
+    /// A connection silent for this long is forgotten.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Also decode the traced process's outgoing connections (etcd, webhooks, its loopback
+    /// client) and report them with `role: client`.
+    #[arg(long)]
+    pub include_outgoing: bool,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        DecodeConfig {
+            max_body_bytes: 1 << 20,
+            max_decompressed_bytes: 16 << 20,
+            max_connection_bytes: 8 << 20,
+            max_decoder_bytes: 256 << 20,
+            max_decoded_connections: 8192,
+            idle_timeout: Duration::from_secs(3600),
+            include_outgoing: false,
+        }
+    }
+}
+
+/// Metrics of the decode stages.
+#[derive(Default)]
+pub struct DecodeMetrics {
+    pub reassembly: ReassemblyMetrics,
+    pub exchange: ExchangeMetrics,
+    pub api_requests: Counter,
+    pub incomplete_requests: Counter,
+    pub outgoing_bytes_skipped: Counter,
+    pub body_decode_errors: Counter,
+}
+
+impl DecodeMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        self.reassembly.register(registry);
+        self.exchange.register(registry);
+        let r = registry.sub_registry_with_prefix("apiscope_decode");
+        r.register(
+            "api_requests",
+            "API requests decoded (complete or not)",
+            self.api_requests.clone(),
+        );
+        r.register(
+            "incomplete_requests",
+            "API requests that ended without a complete response (reset, close, eviction)",
+            self.incomplete_requests.clone(),
+        );
+        r.register_with_unit(
+            "outgoing_skipped",
+            "Bytes of the traced process's outgoing connections not decoded (see --include-outgoing)",
+            prometheus_client::registry::Unit::Bytes,
+            self.outgoing_bytes_skipped.clone(),
+        );
+        r.register(
+            "body_errors",
+            "Bodies that could not be decoded (bad JSON or protobuf, gzip over the cap...)",
+            self.body_decode_errors.clone(),
+        );
+    }
+}
+
+struct ConnectionState {
+    decoder: ProtocolDecoder,
+    exchanges: ExchangeAssembler,
+}
+
+/// Chunks in, API requests out.
+pub struct DecodePipeline {
+    config: DecodeConfig,
+    realtime_offset_ns: i64,
+    reassembler: Reassembler,
+    connections: HashMap<ConnectionId, ConnectionState>,
+    events: Vec<HttpEvent>,
+    finished: Vec<Exchange>,
+    body_limits: BodyLimits,
+}
+
+impl DecodePipeline {
+    /// `realtime_offset_ns` is CLOCK_REALTIME - CLOCK_MONOTONIC of the capturing host.
+    pub fn new(config: DecodeConfig, realtime_offset_ns: i64) -> Self {
+        let reassembler = Reassembler::new(ReassemblyConfig {
+            max_connections: config.max_decoded_connections,
+            idle_timeout: config.idle_timeout,
+            max_buffered_bytes_per_connection: config.max_connection_bytes,
+            max_buffered_bytes_total: config.max_decoder_bytes,
+        });
+        let body_limits = BodyLimits {
+            max_decompressed_bytes: config.max_decompressed_bytes,
+            ..BodyLimits::default()
+        };
+        DecodePipeline {
+            config,
+            realtime_offset_ns,
+            reassembler,
+            connections: HashMap::new(),
+            events: Vec::new(),
+            finished: Vec::new(),
+            body_limits,
+        }
+    }
+
+    pub fn set_realtime_offset(&mut self, realtime_offset_ns: i64) {
+        self.realtime_offset_ns = realtime_offset_ns;
+    }
+
+    /// Feeds one chunk; finished requests are appended to `out`.
+    pub fn push(&mut self, chunk: &TlsChunk, metrics: &DecodeMetrics, out: &mut Vec<ApiRequest>) {
+        if chunk.role == Role::Client && !self.config.include_outgoing {
+            if let Some((_, len, _)) = chunk.payload() {
+                metrics.outgoing_bytes_skipped.inc_by(u64::from(len));
+            }
+            return;
+        }
+        let id = chunk.connection;
+        let direction = chunk.payload().map(|(direction, _, _)| direction);
+        for (evicted, why) in
+            self.reassembler
+                .observe(id, direction, chunk.timestamp_ns, &metrics.reassembly)
+        {
+            self.end_connection(evicted, ending_for(why), metrics);
+        }
+        match &chunk.kind {
+            ChunkEventKind::Data {
+                direction,
+                len,
+                data,
+            } => {
+                let state = self.connection(chunk);
+                for piece in pieces(&data.0, *len) {
+                    if let crate::http::Piece::Gap(n) = piece {
+                        metrics.reassembly.gap_bytes.inc_by(u64::from(n));
+                    }
+                    state
+                        .decoder
+                        .feed(*direction, chunk.timestamp_ns, piece, &mut self.events);
+                }
+                state.exchanges.set_protocol(protocol_label(state.decoder.protocol()));
+                for event in self.events.drain(..) {
+                    state
+                        .exchanges
+                        .on_event(event, &metrics.exchange, &mut self.finished);
+                }
+                let held = state.decoder.buffered_bytes() + state.exchanges.buffered_bytes();
+                for (evicted, why) in self.reassembler.account(id, held, &metrics.reassembly) {
+                    self.end_connection(evicted, ending_for(why), metrics);
+                }
+            }
+            ChunkEventKind::Headers {
+                message,
+                stream_id,
+                fields,
+                ..
+            } => {
+                let state = self.connection(chunk);
+                let kind = *message;
+                state.exchanges.on_hook_headers(
+                    *stream_id,
+                    kind,
+                    fields.clone(),
+                    chunk.timestamp_ns,
+                    &metrics.exchange,
+                    &mut self.finished,
+                );
+            }
+            ChunkEventKind::Close => {
+                if let Some(state) = self.connections.get_mut(&id) {
+                    state.decoder.close(chunk.timestamp_ns, &mut self.events);
+                    for event in self.events.drain(..) {
+                        state
+                            .exchanges
+                            .on_event(event, &metrics.exchange, &mut self.finished);
+                    }
+                }
+                self.reassembler.close(&id);
+                self.end_connection(id, Ending::ConnectionClosed, metrics);
+            }
+        }
+        metrics
+            .reassembly
+            .connections
+            .set(self.connections.len() as i64);
+        self.flush(metrics, out);
+    }
+
+    /// Forgets connections idle past the timeout (`now_ns` on the capture clock).
+    pub fn evict_idle(&mut self, now_ns: u64, metrics: &DecodeMetrics, out: &mut Vec<ApiRequest>) {
+        for id in self.reassembler.evict_idle(now_ns, &metrics.reassembly) {
+            self.end_connection(id, Ending::Evicted, metrics);
+        }
+        self.flush(metrics, out);
+    }
+
+    /// Ends every open exchange (end of a recording, shutdown): they are reported incomplete.
+    pub fn finish(&mut self, metrics: &DecodeMetrics, out: &mut Vec<ApiRequest>) {
+        let ids: Vec<ConnectionId> = self.connections.keys().copied().collect();
+        for id in ids {
+            self.reassembler.close(&id);
+            self.end_connection(id, Ending::Evicted, metrics);
+        }
+        self.flush(metrics, out);
+    }
+
+    fn connection(&mut self, chunk: &TlsChunk) -> &mut ConnectionState {
+        self.connections
+            .entry(chunk.connection)
+            .or_insert_with(|| ConnectionState {
+                decoder: ProtocolDecoder::new(chunk.role, ProtocolLimits::default()),
+                exchanges: ExchangeAssembler::new(
+                    ConnectionFacts {
+                        connection: chunk.connection,
+                        role: chunk.role,
+                        local: chunk.local,
+                        remote: chunk.remote,
+                        protocol: "",
+                    },
+                    ExchangeLimits {
+                        max_body_bytes: self.config.max_body_bytes,
+                        ..ExchangeLimits::default()
+                    },
+                ),
+            })
+    }
+
+    fn end_connection(&mut self, id: ConnectionId, ending: Ending, _metrics: &DecodeMetrics) {
+        if let Some(mut state) = self.connections.remove(&id) {
+            state.exchanges.close(ending, &mut self.finished);
+        }
+    }
+
+    fn flush(&mut self, metrics: &DecodeMetrics, out: &mut Vec<ApiRequest>) {
+        for exchange in self.finished.drain(..) {
+            // Streams with nothing to report: a connection closing with no request open, or a
+            // stream seen only as a WINDOW_UPDATE.
+            if !exchange.request.head_seen
+                && exchange.request.fields.is_none()
+                && !exchange.response.head_seen
+                && exchange.response.fields.is_none()
+            {
+                continue;
+            }
+            let request =
+                ApiRequest::from_exchange(&exchange, self.realtime_offset_ns, &self.body_limits);
+            metrics.api_requests.inc();
+            if request.incomplete.is_some() {
+                metrics.incomplete_requests.inc();
+            }
+            if !request.decode_errors.is_empty() {
+                metrics.body_decode_errors.inc();
+            }
+            out.push(request);
+        }
+    }
+}
+
+fn protocol_label(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Http2 => "2",
+        Protocol::Http1 => "1.1",
+        Protocol::Unknown | Protocol::Opaque => "",
+    }
+}
+
+fn ending_for(eviction: Eviction) -> Ending {
+    match eviction {
+        Eviction::Idle | Eviction::TooManyConnections | Eviction::OverMemoryBudget => {
+            Ending::Evicted
+        }
+    }
+}

@@ -1,0 +1,94 @@
+use std::time::Duration;
+
+use super::*;
+
+fn conn(n: u64) -> ConnectionId {
+    ConnectionId {
+        pid: 1,
+        conn_ptr: n,
+        first_seen_ns: 0,
+    }
+}
+
+#[test]
+fn a_truncated_chunk_becomes_bytes_then_a_gap() {
+    let data = [1u8, 2, 3];
+    assert_eq!(
+        pieces(&data, 10).collect::<Vec<_>>(),
+        vec![Piece::Bytes(&data), Piece::Gap(7)]
+    );
+    assert_eq!(pieces(&data, 3).collect::<Vec<_>>(), vec![Piece::Bytes(&data)]);
+    assert_eq!(pieces(&[], 5).collect::<Vec<_>>(), vec![Piece::Gap(5)]);
+    assert_eq!(pieces(&[], 0).count(), 0);
+    // A length smaller than the copy (corrupt metadata) is not a negative gap.
+    assert_eq!(pieces(&data, 1).collect::<Vec<_>>(), vec![Piece::Bytes(&data)]);
+}
+
+#[test]
+fn the_table_stays_bounded_by_evicting_the_least_recently_active() {
+    let metrics = ReassemblyMetrics::default();
+    let mut r = Reassembler::new(ReassemblyConfig {
+        max_connections: 2,
+        ..ReassemblyConfig::default()
+    });
+    assert!(r.observe(conn(1), Some(Direction::Ingress), 10, &metrics).is_empty());
+    assert!(r.observe(conn(2), Some(Direction::Ingress), 20, &metrics).is_empty());
+    assert!(r.observe(conn(1), Some(Direction::Egress), 30, &metrics).is_empty());
+    let evicted = r.observe(conn(3), Some(Direction::Ingress), 40, &metrics);
+    assert_eq!(evicted, vec![(conn(2), Eviction::TooManyConnections)]);
+    assert_eq!(r.connections(), 2);
+    assert_eq!(metrics.evicted_too_many.get(), 1);
+}
+
+#[test]
+fn time_running_backwards_within_a_direction_is_counted() {
+    let metrics = ReassemblyMetrics::default();
+    let mut r = Reassembler::new(ReassemblyConfig::default());
+    r.observe(conn(1), Some(Direction::Ingress), 100, &metrics);
+    r.observe(conn(1), Some(Direction::Egress), 50, &metrics);
+    assert_eq!(metrics.out_of_order.get(), 0, "directions are independent");
+    r.observe(conn(1), Some(Direction::Ingress), 99, &metrics);
+    assert_eq!(metrics.out_of_order.get(), 1);
+}
+
+#[test]
+fn idle_connections_are_evicted_after_the_timeout() {
+    let metrics = ReassemblyMetrics::default();
+    let mut r = Reassembler::new(ReassemblyConfig {
+        idle_timeout: Duration::from_secs(1),
+        ..ReassemblyConfig::default()
+    });
+    r.observe(conn(1), None, 0, &metrics);
+    r.observe(conn(2), None, 900_000_000, &metrics);
+    assert!(r.evict_idle(1_000_000_000, &metrics).is_empty());
+    assert_eq!(r.evict_idle(1_500_000_000, &metrics), vec![conn(1)]);
+    assert_eq!(r.connections(), 1);
+    assert_eq!(metrics.evicted_idle.get(), 1);
+}
+
+#[test]
+fn memory_budgets_evict_the_heaviest_connections() {
+    let metrics = ReassemblyMetrics::default();
+    let mut r = Reassembler::new(ReassemblyConfig {
+        max_buffered_bytes_per_connection: 100,
+        max_buffered_bytes_total: 150,
+        ..ReassemblyConfig::default()
+    });
+    for n in 1..=3 {
+        r.observe(conn(n), None, n, &metrics);
+    }
+    assert_eq!(
+        r.account(conn(1), 101, &metrics),
+        vec![(conn(1), Eviction::OverMemoryBudget)]
+    );
+    assert!(r.account(conn(2), 80, &metrics).is_empty());
+    assert_eq!(r.buffered_total(), 80);
+    assert_eq!(
+        r.account(conn(3), 90, &metrics),
+        vec![(conn(3), Eviction::OverMemoryBudget)]
+    );
+    assert_eq!(r.buffered_total(), 80);
+    r.close(&conn(2));
+    assert_eq!(r.buffered_total(), 0);
+    assert_eq!(metrics.evicted_memory.get(), 2);
+}

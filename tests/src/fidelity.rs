@@ -1,0 +1,164 @@
+//! Comparing apiscope's ApiRequests with the apiserver's audit log, the reference for fidelity.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+
+use apiscope::k8s::ApiRequest;
+use apiscope::k8s::client::component_from_user_agent;
+
+use crate::cluster::AuditEvent;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rate {
+    pub audited: usize,
+    pub matched: usize,
+}
+
+#[derive(Default)]
+pub struct Report {
+    pub by_client: BTreeMap<String, Rate>,
+    pub by_verb: BTreeMap<String, Rate>,
+    /// ApiRequests whose fields disagree with their audit event.
+    pub mismatches: Vec<String>,
+    /// ApiRequests with no audit event (or, complete ones, no Audit-ID).
+    pub unmatched_requests: Vec<String>,
+    /// Audit events (received after the start) with no ApiRequest.
+    pub missed: Vec<String>,
+    pub incomplete: usize,
+}
+
+impl Report {
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        for (title, rates) in [("client", &self.by_client), ("verb", &self.by_verb)] {
+            let _ = writeln!(out, "{title:<28} {:>8} {:>8} {:>8}", "audited", "matched", "rate");
+            for (key, rate) in rates {
+                let _ = writeln!(
+                    out,
+                    "{key:<28} {:>8} {:>8} {:>7.1}%",
+                    rate.audited,
+                    rate.matched,
+                    100.0 * rate.matched as f64 / rate.audited.max(1) as f64
+                );
+            }
+        }
+        let _ = writeln!(out, "incomplete ApiRequests (open at stop, reset): {}", self.incomplete);
+        for missed in &self.missed {
+            let _ = writeln!(out, "missed: {missed}");
+        }
+        out
+    }
+}
+
+/// Compares ApiRequests with the audit log; only events whose RequestReceived stage comes at or
+/// after position `audit_start` must have an ApiRequest.
+pub fn compare(audit: &[AuditEvent], audit_start: usize, requests: &[ApiRequest]) -> Report {
+    let mut report = Report::default();
+    let received_after: HashSet<&str> = audit[audit_start.min(audit.len())..]
+        .iter()
+        .filter(|e| e.stage == "RequestReceived")
+        .map(|e| e.audit_id.as_str())
+        .collect();
+    let complete: HashMap<&str, &AuditEvent> = audit
+        .iter()
+        .filter(|e| e.stage == "ResponseComplete")
+        .map(|e| (e.audit_id.as_str(), e))
+        .collect();
+    let by_audit_id: HashMap<&str, &ApiRequest> = requests
+        .iter()
+        .filter_map(|r| Some((r.audit_id.as_deref()?, r)))
+        .collect();
+
+    for (id, event) in &complete {
+        if !received_after.contains(id) {
+            continue;
+        }
+        let client = component_from_user_agent(event.user_agent.as_deref().unwrap_or_default());
+        let matched = match by_audit_id.get(id) {
+            Some(request) => match differences(event, request) {
+                None => true,
+                Some(diff) => {
+                    report.mismatches.push(format!("{id}: {diff}"));
+                    false
+                }
+            },
+            None => {
+                report.missed.push(format!(
+                    "{id} {} {} {} (code {:?})",
+                    client,
+                    event.verb,
+                    event.request_uri,
+                    event.response_code
+                ));
+                false
+            }
+        };
+        for rate in [
+            report.by_client.entry(client.clone()).or_default(),
+            report.by_verb.entry(event.verb.clone()).or_default(),
+        ] {
+            rate.audited += 1;
+            rate.matched += usize::from(matched);
+        }
+    }
+    for request in requests {
+        let Some(id) = request.audit_id.as_deref() else {
+            if request.incomplete.is_none() {
+                report.unmatched_requests.push(format!(
+                    "no Audit-ID: {} {} (code {:?})",
+                    request.method, request.path, request.code
+                ));
+            } else {
+                report.incomplete += 1;
+            }
+            continue;
+        };
+        if request.incomplete.is_some() {
+            report.incomplete += 1;
+        }
+        if !audit.iter().any(|e| e.audit_id == id) {
+            report.unmatched_requests.push(format!(
+                "{id}: {} {} (code {:?}) not in the audit log",
+                request.method, request.path, request.code
+            ));
+        } else if let Some(event) = complete.get(id) {
+            if !received_after.contains(id) {
+                // Received in the margin right after attaching: compared anyway.
+                if let Some(diff) = differences(event, request) {
+                    report.mismatches.push(format!("{id}: {diff}"));
+                }
+            }
+        }
+    }
+    report.missed.sort();
+    report
+}
+
+/// What an ApiRequest says differently from its audit event, if anything.
+pub fn differences(event: &AuditEvent, request: &ApiRequest) -> Option<String> {
+    let object = event.object_ref.clone().unwrap_or_default();
+    let expected = [
+        ("verb", event.verb.clone()),
+        ("resource", object.resource.clone().unwrap_or_default()),
+        ("subresource", object.subresource.clone().unwrap_or_default()),
+        ("namespace", object.namespace.clone().unwrap_or_default()),
+        ("name", object.name.clone().unwrap_or_default()),
+        ("code", event.response_code.map(|c| c.to_string()).unwrap_or_default()),
+    ];
+    let actual = [
+        request.verb.clone(),
+        request.resource.clone(),
+        request.subresource.clone(),
+        request.namespace.clone(),
+        request.name.clone(),
+        request.code.map(|c| c.to_string()).unwrap_or_default(),
+    ];
+    let diffs: Vec<String> = expected
+        .iter()
+        .zip(actual.iter())
+        .filter(|((_, want), got)| want != *got)
+        .map(|((field, want), got)| format!("{field}: audit {want:?}, apiscope {got:?}"))
+        .collect();
+    (!diffs.is_empty()).then(|| format!("{} {}: {}", event.verb, event.request_uri, diffs.join(", ")))
+}
+

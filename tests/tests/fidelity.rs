@@ -1,0 +1,113 @@
+//! Fidelity end-to-end (root): apiscope's ApiRequests against the apiserver's own audit log.
+//!
+//! kube-controller-manager and kube-scheduler start *before* apiscope attaches, so their
+//! connections (and HPACK state) predate the capture; kubectl then runs a mixed workload on new
+//! connections. Every audit event (stage ResponseComplete) of a request received after attaching
+//! must have an ApiRequest with the same Audit-ID, verb, resource, subresource, namespace, name
+//! and code, and every ApiRequest must match an audit event. Match rates are printed per client
+//! and per verb.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use apiscope::capture::Role;
+use apiscope::k8s::ApiRequest;
+use apiscope_e2e::apiscope::{ApiscopeCapture, require_root, test_dir};
+use apiscope_e2e::cluster::{ClusterOptions, TestCluster};
+use apiscope_e2e::fidelity::compare;
+use apiscope_e2e::workload::{setup_objects, workload_iteration};
+
+/// How long the kubectl workload runs.
+const WORKLOAD: Duration = Duration::from_secs(20);
+/// Requests received this soon after attaching are left out: their headers may have been read
+/// before the probes were in place.
+const ATTACH_MARGIN: Duration = Duration::from_secs(1);
+
+#[test]
+fn every_audited_request_has_a_matching_api_request() -> Result<()> {
+    if !require_root("the fidelity test") {
+        return Ok(());
+    }
+    let cluster = TestCluster::start(ClusterOptions {
+        controller_manager: true,
+        scheduler: true,
+        ..ClusterOptions::default()
+    })?;
+    let dir = test_dir("fidelity")?;
+    setup_objects(&cluster, &dir)?;
+
+    let binary = std::fs::read_link(format!("/proc/{}/exe", cluster.apiserver_pid()))?;
+    let mut capture = ApiscopeCapture::start(&dir, &["--binary", binary.to_str().context("path")?])?;
+    capture.wait_attached(cluster.apiserver_pid())?;
+    std::thread::sleep(ATTACH_MARGIN);
+    let audit_start = cluster.audit_events()?.len();
+
+    let started = Instant::now();
+    let mut iteration = 0;
+    while started.elapsed() < WORKLOAD && iteration < 50 {
+        workload_iteration(&cluster, &dir, iteration)?;
+        iteration += 1;
+    }
+    // Let the last responses reach the audit log and the capture.
+    std::thread::sleep(Duration::from_secs(2));
+    let metrics = capture.scrape_metrics()?;
+    let result = capture.stop()?;
+    let requests: Vec<ApiRequest> = result
+        .requests()?
+        .into_iter()
+        .filter(|r| r.role == Role::Server)
+        .collect();
+    let audit = cluster.audit_events()?;
+    let hooks = hooks_attached(&result.log);
+    let report = compare(&audit, audit_start, &requests);
+    eprintln!(
+        "fidelity: {iteration} workload iterations, {} ApiRequests, header hooks {}\n{}",
+        requests.len(),
+        if hooks { "attached" } else { "not attached" },
+        report.table()
+    );
+    eprintln!("apiscope metrics at the end:\n{}", decode_metrics(&metrics));
+    cluster.stop()?;
+
+    assert!(iteration >= 2, "the workload ran only {iteration} iterations");
+    assert!(
+        report.mismatches.is_empty(),
+        "ApiRequests disagreeing with the audit log:\n{}",
+        report.mismatches.join("\n")
+    );
+    assert!(
+        report.unmatched_requests.is_empty(),
+        "ApiRequests without an audit event:\n{}",
+        report.unmatched_requests.join("\n")
+    );
+    // kubectl's connections are all opened after attaching: every one of its requests counts.
+    let kubectl = report.by_client.get("kubectl").copied().unwrap_or_default();
+    assert!(kubectl.audited > 20, "too few kubectl requests audited: {kubectl:?}");
+    assert_eq!(kubectl.matched, kubectl.audited, "kubectl requests missed");
+    if hooks {
+        // With the header hooks, requests on connections opened before attaching count too.
+        let missed: Vec<&String> = report.missed.iter().collect();
+        assert!(missed.is_empty(), "audited requests without an ApiRequest:\n{missed:#?}");
+    }
+    Ok(())
+}
+
+/// Whether apiscope reported the header-level hooks as attached.
+fn hooks_attached(log: &[String]) -> bool {
+    log.iter()
+        .any(|l| l.contains("header hooks attached") && !l.contains("\"count\":0"))
+}
+
+/// The decode-stage lines of a scrape, for the test log.
+fn decode_metrics(scrape: &str) -> String {
+    scrape
+        .lines()
+        .filter(|l| {
+            !l.starts_with('#')
+                && ["apiscope_decode", "apiscope_exchange", "apiscope_reassembly", "apiscope_capture"]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

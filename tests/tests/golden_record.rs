@@ -1,0 +1,71 @@
+//! Records the golden decode fixtures (run by `make fixtures`, not by `make test`): a real
+//! cluster, apiscope attached *before* kube-controller-manager and kube-scheduler start (so their
+//! protobuf LISTs and watches are captured from the first byte) and one round of the mixed
+//! kubectl workload. Every recorded kubectl request is checked against the audit log before the
+//! recording and its expected ApiRequests are written to exporter/tests/fixtures/decode/.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use apiscope::capture::Role;
+use apiscope_e2e::apiscope::{ApiscopeCapture, require_root, test_dir};
+use apiscope_e2e::cluster::{ClusterOptions, TestCluster};
+use apiscope_e2e::fidelity::compare;
+use apiscope_e2e::workload::{setup_objects, workload_iteration};
+
+#[test]
+#[ignore = "writes fixtures; run with `make fixtures`"]
+fn record_golden_fixtures() -> Result<()> {
+    if !require_root("recording fixtures") {
+        return Ok(());
+    }
+    let mut cluster = TestCluster::start(ClusterOptions::default())?;
+    let dir = test_dir("golden")?;
+    setup_objects(&cluster, &dir)?;
+    let binary = std::fs::read_link(format!("/proc/{}/exe", cluster.apiserver_pid()))?;
+    let mut capture =
+        ApiscopeCapture::start(&dir, &["--binary", binary.to_str().context("path")?])?;
+    capture.wait_attached(cluster.apiserver_pid())?;
+    std::thread::sleep(Duration::from_secs(1));
+    let audit_start = cluster.audit_events()?.len();
+    cluster.start_controller_manager()?;
+    cluster.start_scheduler()?;
+    workload_iteration(&cluster, &dir, 0)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let result = capture.stop()?;
+    let audit = cluster.audit_events()?;
+    cluster.stop()?;
+
+    let requests: Vec<_> = result
+        .requests()?
+        .into_iter()
+        .filter(|r| r.role == Role::Server)
+        .collect();
+    let report = compare(&audit, audit_start, &requests);
+    eprintln!("{}", report.table());
+    if !report.mismatches.is_empty() || !report.unmatched_requests.is_empty() || !report.missed.is_empty() {
+        bail!(
+            "not writing fixtures: the recording disagrees with the audit log\n{:#?}\n{:#?}",
+            report.mismatches,
+            report.unmatched_requests
+        );
+    }
+
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../exporter/tests/fixtures/decode");
+    std::fs::create_dir_all(&fixtures)?;
+    let raw = std::fs::read(&result.recording)?;
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(fixtures.join("cluster.pcapng.gz"))?,
+        flate2::Compression::best(),
+    );
+    gz.write_all(&raw)?;
+    gz.finish()?;
+    eprintln!(
+        "recorded {} requests, {} bytes of pcapng; now run `APISCOPE_UPDATE_GOLDEN=1 cargo test --test golden`",
+        requests.len(),
+        raw.len()
+    );
+    Ok(())
+}
