@@ -80,9 +80,11 @@ const VALID_REQUEST_METHODS: [&str; 14] = [
     "WATCHLIST",
 ];
 
-/// Subresources served by a `rest.Connecter` (installer action verb CONNECT) in v1.20:
-/// pods/{attach,exec,portforward,proxy}, nodes/proxy, services/proxy.
-const CONNECT_SUBRESOURCES: [&str; 4] = ["attach", "exec", "portforward", "proxy"];
+/// Subresources counted as CONNECT. In v1.20 these are the `rest.Connecter` routes (installer
+/// action CONNECT: pods/{attach,exec,portforward,proxy}, nodes/proxy, services/proxy) plus
+/// pods/log, whose storage overrides the GET metric verb to CONNECT (`LogREST.
+/// OverrideMetricsVerb`); current metrics.go lists the same five as `validConnectRequests`.
+const CONNECT_SUBRESOURCES: [&str; 5] = ["attach", "exec", "log", "portforward", "proxy"];
 
 const LONG_RUNNING_VERBS: [&str; 2] = ["watch", "proxy"];
 const LONG_RUNNING_SUBRESOURCES: [&str; 5] = ["attach", "exec", "proxy", "log", "portforward"];
@@ -198,8 +200,8 @@ pub fn resolve(method: &str, request_target: &str) -> RequestInfo {
 /// v1.20 vs current (documented in the module report):
 /// - current `CleanVerb` also turns a GET *with a name* and `watch=true` into WATCH
 ///   (`getVerbIfWatch`); v1.20 only converts LIST, so such a request stays GET here.
-/// - current `CleanVerb` reports `log` as CONNECT (`validConnectRequests` includes it); in v1.20
-///   pods/log is a plain GET action. Here: GET.
+/// - pods/log is CONNECT in both (v1.20 through `LogREST.OverrideMetricsVerb`, current through
+///   `validConnectRequests`).
 /// - non-resource requests are not counted by the installer; they get the upper-case method
 ///   (current `canonicalVerb` behaviour; v1.20's termination path would say LIST for a GET).
 pub fn metric_verb(info: &RequestInfo, method: &str, content_type: &str) -> String {
@@ -252,26 +254,57 @@ pub fn dry_run_label(query: &str) -> String {
     }
 }
 
-/// The `scope` label a served request is counted with: "resource", "namespace", "cluster", or ""
-/// for non-resource requests.
+/// The `scope` label a served request is counted with by the target apiserver (v1.20):
+/// "namespace", "cluster", "resource", or "" for non-resource requests.
 ///
-/// The apiserver computes it per route in `installer.go`: "namespace" for a namespaced resource,
-/// "resource" when the route has `{name}` (or `{path:*}`) or the action is POST, "cluster" for
-/// cluster-scoped resources and all-namespace routes. From the URL: a name in the path or a
-/// create is "resource", a namespace in the path is "namespace", otherwise "cluster". A name
-/// taken from a `metadata.name` field selector does not count (the route is the collection's);
-/// see [`clean_scope`] for metrics.go's `CleanScope`, which does count it.
+/// The apiserver computes it per route in `installer.go`, not from the request: "namespace" for
+/// a namespaced resource's routes, "cluster" for cluster-scoped resources and all-namespace
+/// routes, "resource" only for routes ending in `{path:*}` (proxy/connect sub-paths). In v1.20
+/// a GET/PUT/PATCH/DELETE/POST of one namespaced object is therefore "namespace", and of a
+/// cluster-scoped object (nodes, namespaces...) "cluster". From the URL: sub-path after the
+/// subresource -> "resource"; a `/namespaces/{ns}/{resource}` route -> "namespace"; else
+/// "cluster". Newer apiservers also say "resource" for any `{name}` route and for POST: see
+/// [`scope_current`].
 pub fn scope(info: &RequestInfo) -> &'static str {
+    if !info.is_resource_request {
+        return "";
+    }
+    if info.parts.len() >= 4 {
+        "resource"
+    } else if namespaced_route(info) {
+        "namespace"
+    } else {
+        "cluster"
+    }
+}
+
+/// The `scope` label of newer apiservers' `installer.go` (the `/{name}`-or-POST rule, present in
+/// release-1.23 and later code, absent in the 1.18-1.20 code): a name in the path, a sub-path,
+/// or a create is "resource", then "namespace" for namespaced routes, else "cluster". A name
+/// taken from a `metadata.name` field selector does not count (the route is the collection's).
+pub fn scope_current(info: &RequestInfo) -> &'static str {
     if !info.is_resource_request {
         return "";
     }
     if info.parts.len() >= 2 || info.verb == "create" {
         "resource"
-    } else if !info.namespace.is_empty() {
+    } else if namespaced_route(info) {
         "namespace"
     } else {
         "cluster"
     }
+}
+
+/// True for `/namespaces/{ns}/{resource}...` routes. RequestInfo also fills `namespace` for the
+/// namespace object itself (`/api/v1/namespaces/foo[/status]`), a cluster-scoped resource; its
+/// parts then still start with `namespaces/{ns}`.
+fn namespaced_route(info: &RequestInfo) -> bool {
+    if info.namespace.is_empty() {
+        return false;
+    }
+    let namespace_object = info.parts.first().map(String::as_str) == Some("namespaces")
+        && info.parts.get(1) == Some(&info.namespace);
+    !namespace_object
 }
 
 /// metrics.go `CleanScope` (current code), used by the apiserver only for requests it terminates
@@ -1380,7 +1413,7 @@ mod tests {
                 "CONNECT",
             ),
             ("GET", "/api/v1/nodes/n/proxy/metrics", "", "CONNECT"),
-            ("GET", "/api/v1/namespaces/a/pods/b/log", "", "GET"),
+            ("GET", "/api/v1/namespaces/a/pods/b/log", "", "CONNECT"),
             ("GET", "/api/v1/proxy/namespaces/a/pods/b", "", "PROXY"),
             ("OPTIONS", "/api/v1/pods", "", "other"),
             ("BREW", "/api/v1/pods", "", "other"),
@@ -1396,30 +1429,114 @@ mod tests {
 
     #[test]
     fn scopes() {
+        // (method, url, v1.20 installer, current installer, current CleanScope)
         let cases = [
-            ("GET", "/api/v1/pods", "cluster", "cluster"),
-            ("GET", "/api/v1/nodes", "cluster", "cluster"),
-            ("GET", "/api/v1/nodes/n1", "resource", "resource"),
-            ("GET", "/api/v1/namespaces", "cluster", "cluster"),
-            ("GET", "/api/v1/namespaces/a", "resource", "resource"),
-            ("POST", "/api/v1/namespaces", "resource", "resource"),
-            ("GET", "/api/v1/namespaces/a/pods", "namespace", "namespace"),
-            ("POST", "/api/v1/namespaces/a/pods", "resource", "resource"),
-            (
-                "DELETE",
-                "/api/v1/namespaces/a/pods",
-                "namespace",
-                "namespace",
-            ),
+            ("GET", "/api/v1/pods", "cluster", "cluster", "cluster"),
+            ("GET", "/api/v1/nodes", "cluster", "cluster", "cluster"),
+            ("GET", "/api/v1/nodes/n1", "cluster", "resource", "resource"),
+            ("GET", "/api/v1/namespaces", "cluster", "cluster", "cluster"),
             (
                 "GET",
-                "/api/v1/namespaces/a/pods/b/status",
+                "/api/v1/namespaces/a",
+                "cluster",
                 "resource",
                 "resource",
             ),
             (
                 "PUT",
                 "/api/v1/namespaces/a/finalize",
+                "cluster",
+                "resource",
+                "resource",
+            ),
+            (
+                "PATCH",
+                "/api/v1/namespaces/a/status",
+                "cluster",
+                "resource",
+                "resource",
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces",
+                "cluster",
+                "resource",
+                "resource",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/a/pods",
+                "namespace",
+                "namespace",
+                "namespace",
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/a/pods",
+                "namespace",
+                "resource",
+                "resource",
+            ),
+            (
+                "DELETE",
+                "/api/v1/namespaces/a/pods",
+                "namespace",
+                "namespace",
+                "namespace",
+            ),
+            (
+                "DELETE",
+                "/api/v1/namespaces/a/pods/b",
+                "namespace",
+                "resource",
+                "resource",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/a/pods/b/status",
+                "namespace",
+                "resource",
+                "resource",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/a/namespaces",
+                "namespace",
+                "namespace",
+                "namespace",
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/a/pods/b/exec",
+                "namespace",
+                "resource",
+                "resource",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/a/pods/b/proxy",
+                "namespace",
+                "resource",
+                "resource",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/a/pods/b/proxy/x/y",
+                "resource",
+                "resource",
+                "resource",
+            ),
+            (
+                "GET",
+                "/api/v1/nodes/n/proxy/metrics",
+                "resource",
+                "resource",
+                "resource",
+            ),
+            (
+                "GET",
+                "/api/v1/watch/namespaces/a/pods/b",
+                "namespace",
                 "resource",
                 "resource",
             ),
@@ -1428,14 +1545,15 @@ mod tests {
                 "GET",
                 "/api/v1/namespaces/a/pods?fieldSelector=metadata.name%3Db",
                 "namespace",
+                "namespace",
                 "resource",
             ),
-            ("GET", "/healthz", "", ""),
+            ("GET", "/healthz", "", "", ""),
         ];
-        for (method, url, want, want_clean) in cases {
+        for (method, url, v120, current, clean) in cases {
             let info = resolve(method, url);
-            assert_eq!(scope(&info), want, "{method} {url}");
-            assert_eq!(clean_scope(&info), want_clean, "{method} {url}");
+            let got = (scope(&info), scope_current(&info), clean_scope(&info));
+            assert_eq!(got, (v120, current, clean), "{method} {url}");
         }
     }
 
@@ -1520,7 +1638,7 @@ mod tests {
                 version: "v1".into(),
                 resource: "deployments".into(),
                 subresource: String::new(),
-                scope: "resource".into(),
+                scope: "namespace".into(),
                 component: "kubectl".into(),
             }
         );
