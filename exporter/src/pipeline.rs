@@ -126,7 +126,7 @@ impl DecodePipeline {
             max_buffered_bytes_total: config.max_decoder_bytes,
         });
         let body_limits = BodyLimits {
-            max_decompressed_bytes: config.max_decompressed_bytes,
+            max_decoded_bytes: config.max_decompressed_bytes,
             ..BodyLimits::default()
         };
         DecodePipeline {

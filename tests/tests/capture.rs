@@ -58,6 +58,8 @@ impl Capture {
                 "200ms",
                 "--metrics-address",
                 "127.0.0.1:0",
+                "--format",
+                "chunks",
                 "--output",
             ])
             .arg(&chunks_path)
@@ -249,8 +251,9 @@ fn captures_kubectl_traffic_of_a_stripped_apiserver_and_matches_tshark() -> Resu
     }
     let cluster = TestCluster::start(ClusterOptions::default())?;
     let dir = tempfile_dir("capture")?;
-    let apiserver_binary = std::fs::read_link(format!("/proc/{}/exe", cluster.apiserver_pid()))?;
-    let mut capture = Capture::start(&dir, &["--binary", apiserver_binary.to_str().unwrap()])?;
+    // By pid: another test cluster on the machine may run the same binary.
+    let pid = cluster.apiserver_pid().to_string();
+    let mut capture = Capture::start(&dir, &["--pid", &pid])?;
     capture.wait_for_log(
         &["attached", &format!("\"pid\":{}", cluster.apiserver_pid())],
         Duration::from_secs(30),

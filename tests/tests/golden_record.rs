@@ -24,9 +24,10 @@ fn record_golden_fixtures() -> Result<()> {
     let mut cluster = TestCluster::start(ClusterOptions::default())?;
     let dir = test_dir("golden")?;
     setup_objects(&cluster, &dir)?;
-    let binary = std::fs::read_link(format!("/proc/{}/exe", cluster.apiserver_pid()))?;
+    // By pid: another test cluster on the machine may run the same binary.
+    let pid = cluster.apiserver_pid().to_string();
     let mut capture =
-        ApiscopeCapture::start(&dir, &["--binary", binary.to_str().context("path")?])?;
+        ApiscopeCapture::start(&dir, &["--pid", &pid])?;
     capture.wait_attached(cluster.apiserver_pid())?;
     std::thread::sleep(Duration::from_secs(1));
     let audit_start = cluster.audit_events()?.len();

@@ -364,7 +364,9 @@ impl ExchangeAssembler {
                     }
                 }
             }
-            HttpEvent::Desync { .. } => metrics.desyncs.inc(),
+            HttpEvent::Desync { .. } => {
+                metrics.desyncs.inc();
+            }
         }
     }
 
@@ -488,7 +490,10 @@ fn note_watch(exchange: &mut Exchange) {
 fn watch_decoder(content_type: &str, max_frame_bytes: usize) -> WatchDecoder {
     WatchDecoder::new(
         content_type,
-        crate::k8s::watch::WatchLimits { max_frame_bytes },
+        &crate::k8s::body::BodyLimits {
+            max_watch_frame_bytes: max_frame_bytes,
+            ..Default::default()
+        },
     )
 }
 

@@ -261,8 +261,8 @@ impl ApiRequest {
         }
 
         // Like the audit log's objectRef, a create names its object in the body, not the URL.
-        let mut name = info.name;
-        let mut namespace = info.namespace;
+        let mut name = info.name.clone();
+        let mut namespace = info.namespace.clone();
         if info.is_resource_request {
             if let Some(object) = request_object.as_ref() {
                 if name.is_empty() {
