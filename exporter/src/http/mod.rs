@@ -5,12 +5,14 @@
 //! may have joined it in the middle, and must never guess. What it cannot decode it reports
 //! ([`HttpEvent::Desync`], `fields: None`) and stays in frame sync where the framing allows.
 
+pub mod decoder;
 pub mod detect;
 pub mod http1;
 pub mod http2;
 
 pub use crate::capture::chunk::{HeaderField, MessageKind};
 use crate::capture::{Direction, Role};
+pub use decoder::{DecoderStats, Protocol, ProtocolDecoder, ProtocolLimits};
 
 /// One piece of a reassembled byte stream: bytes, or a gap of known length that the capture
 /// did not copy (the parser skips it and stays in frame sync when it falls inside a payload).
@@ -66,7 +68,9 @@ pub enum HttpEvent {
         timestamp_ns: u64,
     },
     /// The decoder lost track of header state (unknown HPACK index, garbage, joined mid-frame).
-    /// Later `Head` events of this direction carry `fields: None`.
+    /// Reported once per direction (again only after the state was fully recovered). Later
+    /// `Head` events of this direction carry `fields: None` unless they can be decoded exactly
+    /// (HTTP/2: they reference only table entries inserted after the loss).
     Desync {
         direction: Direction,
         reason: String,

@@ -1,0 +1,409 @@
+//! Per-connection entry point of the protocol stage: detects HTTP/1.1 or HTTP/2 from the first
+//! bytes of either direction (or gives up: [`Protocol::Opaque`]), then hands every piece to the
+//! protocol's connection decoder.
+//!
+//! Until the protocol is known, pieces are queued (bounded); pieces that cannot start anything
+//! recognisable are dropped and counted. Once decided, the queue is replayed in arrival order,
+//! so the connection decoder sees the same piece boundaries.
+
+use std::collections::VecDeque;
+
+use super::detect::{self, Detection, Start};
+use super::http1::Http1Connection;
+use super::http2::Http2Connection;
+use super::http2::frame::FrameType;
+use super::{HttpEvent, Piece, request_direction};
+use crate::capture::{Direction, Role};
+
+/// Bounds of the protocol stage, per connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtocolLimits {
+    /// Largest HTTP/2 header block (HEADERS/PUSH_PROMISE + CONTINUATION) kept for decoding;
+    /// larger blocks are lost (HPACK desync for that direction).
+    pub max_header_block_bytes: usize,
+    /// Largest decoded header list (names + values + 32 per field) of one block.
+    pub max_decoded_header_bytes: usize,
+    /// Largest HTTP/2 frame payload accepted in sync; a longer frame header means lost sync.
+    pub max_frame_payload: u32,
+    /// Largest frame payload a resync candidate may announce (stricter: fewer false syncs).
+    pub resync_max_frame_payload: u32,
+    /// Bound of the bytes held per direction (detection queue, partial heads and frames).
+    pub max_buffered_bytes_per_direction: usize,
+    /// Largest HTTP/1.x head (start line and headers) or trailer section.
+    pub max_http1_head_bytes: usize,
+    /// DATA payloads longer than this are reported in several `Body` events.
+    pub max_body_event_bytes: usize,
+    /// Bytes dropped before any protocol was recognised after which the connection is opaque.
+    pub max_undetected_bytes: u64,
+}
+
+impl Default for ProtocolLimits {
+    fn default() -> Self {
+        ProtocolLimits {
+            max_header_block_bytes: 256 * 1024,
+            max_decoded_header_bytes: 1024 * 1024,
+            max_frame_payload: (1 << 24) - 1,
+            resync_max_frame_payload: 1 << 20,
+            max_buffered_bytes_per_direction: 1024 * 1024,
+            max_http1_head_bytes: 64 * 1024,
+            max_body_event_bytes: 64 * 1024,
+            max_undetected_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Not recognised yet.
+    Unknown,
+    Http1,
+    Http2,
+    /// Not HTTP, or no longer (after 101 Switching Protocols or CONNECT): bytes are counted only.
+    Opaque,
+}
+
+/// Counters of one connection's decoder, for the stage's metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DecoderStats {
+    /// Bytes fed (both directions).
+    pub bytes: u64,
+    /// Bytes the capture did not copy (`Piece::Gap`).
+    pub gap_bytes: u64,
+    /// Bytes skipped while out of sync or before the protocol was recognised.
+    pub discarded_bytes: u64,
+    /// Bytes after the connection became opaque.
+    pub opaque_bytes: u64,
+    /// HTTP/2 frames by type code (DATA = 0 .. CONTINUATION = 9).
+    pub frames: [u64; 10],
+    pub unknown_frames: u64,
+    pub header_blocks: u64,
+    /// Header blocks reported with `fields: None`.
+    pub header_blocks_undecoded: u64,
+    pub push_promises: u64,
+    /// Losses of frame sync or of HPACK state.
+    pub desyncs: u64,
+    /// Frame sync found again at a piece start after joining late or losing it.
+    pub resyncs: u64,
+    /// Protocol violations seen (a sign of misdecoding or of a broken peer).
+    pub protocol_errors: u64,
+    /// Header blocks, heads or buffers dropped for exceeding a limit.
+    pub buffer_overflows: u64,
+    pub http1_heads: u64,
+    /// HTTP/1 responses whose request was not seen (not reported).
+    pub http1_unpaired_responses: u64,
+    /// 101 Switching Protocols or successful CONNECT.
+    pub protocol_switches: u64,
+    /// Connections given up as not HTTP (0 or 1).
+    pub unrecognized: u64,
+}
+
+impl DecoderStats {
+    pub fn frames_of(&self, kind: FrameType) -> u64 {
+        self.frames
+            .get(usize::from(kind.code()))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Decodes both directions of one connection into [`HttpEvent`]s.
+#[derive(Debug)]
+pub struct ProtocolDecoder {
+    role: Role,
+    limits: ProtocolLimits,
+    stage: Stage,
+    stats: DecoderStats,
+}
+
+#[derive(Debug)]
+enum Stage {
+    Detecting(Detector),
+    Http1(Box<Http1Connection>),
+    Http2(Box<Http2Connection>),
+    Opaque,
+}
+
+#[derive(Debug, Default)]
+struct Detector {
+    queue: VecDeque<QueuedPiece>,
+    /// Bytes of each direction in `queue` ([egress, ingress]).
+    queued_bytes: [usize; 2],
+    /// Bytes of each direction dropped before `queue`.
+    dropped: [u64; 2],
+}
+
+#[derive(Debug)]
+struct QueuedPiece {
+    direction: Direction,
+    timestamp_ns: u64,
+    piece: OwnedPiece,
+}
+
+#[derive(Debug)]
+enum OwnedPiece {
+    Bytes(Vec<u8>),
+    Gap(u32),
+}
+
+impl OwnedPiece {
+    fn len(&self) -> u64 {
+        match self {
+            OwnedPiece::Bytes(bytes) => bytes.len() as u64,
+            OwnedPiece::Gap(len) => u64::from(*len),
+        }
+    }
+}
+
+fn dir_index(direction: Direction) -> usize {
+    match direction {
+        Direction::Egress => 0,
+        Direction::Ingress => 1,
+    }
+}
+
+impl ProtocolDecoder {
+    pub fn new(role: Role, limits: ProtocolLimits) -> Self {
+        ProtocolDecoder {
+            role,
+            limits,
+            stage: Stage::Detecting(Detector::default()),
+            stats: DecoderStats::default(),
+        }
+    }
+
+    /// Feeds the next piece of one direction (pieces of a direction arrive in order, and
+    /// pieces of the two directions in capture order); appends resulting events.
+    pub fn feed(
+        &mut self,
+        direction: Direction,
+        timestamp_ns: u64,
+        piece: Piece<'_>,
+        out: &mut Vec<HttpEvent>,
+    ) {
+        match piece {
+            Piece::Bytes(bytes) => {
+                self.stats.bytes = self.stats.bytes.saturating_add(bytes.len() as u64)
+            }
+            Piece::Gap(len) => {
+                self.stats.gap_bytes = self.stats.gap_bytes.saturating_add(u64::from(len))
+            }
+        }
+        match &mut self.stage {
+            Stage::Detecting(detector) => {
+                detector.push(direction, timestamp_ns, piece);
+                self.detect(direction, out);
+            }
+            Stage::Http1(connection) => {
+                connection.feed(direction, timestamp_ns, piece, out, &mut self.stats);
+                if connection.switched_protocols() {
+                    self.stage = Stage::Opaque;
+                }
+            }
+            Stage::Http2(connection) => {
+                connection.feed(direction, timestamp_ns, piece, out, &mut self.stats)
+            }
+            Stage::Opaque => {
+                let len = match piece {
+                    Piece::Bytes(bytes) => bytes.len() as u64,
+                    Piece::Gap(len) => u64::from(len),
+                };
+                self.stats.opaque_bytes = self.stats.opaque_bytes.saturating_add(len);
+            }
+        }
+    }
+
+    /// The connection closed: finishes a close-delimited HTTP/1 body.
+    pub fn close(&mut self, timestamp_ns: u64, out: &mut Vec<HttpEvent>) {
+        if let Stage::Http1(connection) = &mut self.stage {
+            connection.close(timestamp_ns, out);
+        }
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        match self.stage {
+            Stage::Detecting(_) => Protocol::Unknown,
+            Stage::Http1(_) => Protocol::Http1,
+            Stage::Http2(_) => Protocol::Http2,
+            Stage::Opaque => Protocol::Opaque,
+        }
+    }
+
+    /// Bytes held by this decoder (queued pieces, partial heads, frames and header blocks).
+    pub fn buffered_bytes(&self) -> usize {
+        match &self.stage {
+            Stage::Detecting(detector) => detector.queued_bytes.iter().sum(),
+            Stage::Http1(connection) => connection.buffered_bytes(),
+            Stage::Http2(connection) => connection.buffered_bytes(),
+            Stage::Opaque => 0,
+        }
+    }
+
+    pub fn stats(&self) -> DecoderStats {
+        self.stats.clone()
+    }
+
+    /// Looks for a start in `direction`'s queued pieces; decides the protocol when found.
+    fn detect(&mut self, direction: Direction, out: &mut Vec<HttpEvent>) {
+        let Stage::Detecting(detector) = &mut self.stage else {
+            return;
+        };
+        let is_request_direction = direction == request_direction(self.role);
+        let found = loop {
+            let candidate = detector.candidate(direction, self.limits.max_http1_head_bytes);
+            let Some(candidate) = candidate else {
+                break None;
+            };
+            let detection = detect::classify(
+                &candidate,
+                is_request_direction,
+                self.limits.max_http1_head_bytes,
+                self.limits.resync_max_frame_payload,
+            );
+            match detection {
+                Detection::Found(start) => break Some(start),
+                Detection::NeedMore
+                    if detector.queued_bytes[dir_index(direction)]
+                        <= self.limits.max_buffered_bytes_per_direction =>
+                {
+                    break None;
+                }
+                Detection::NeedMore | Detection::NotRecognized => {
+                    self.stats.discarded_bytes = self
+                        .stats
+                        .discarded_bytes
+                        .saturating_add(detector.drop_first(direction));
+                }
+            }
+        };
+        match found {
+            Some(start) => {
+                let Stage::Detecting(detector) = std::mem::replace(&mut self.stage, Stage::Opaque)
+                else {
+                    return;
+                };
+                self.start(start, detector, out);
+            }
+            None => {
+                if detector.dropped.iter().sum::<u64>() > self.limits.max_undetected_bytes {
+                    self.stats.unrecognized = 1;
+                    self.stats.opaque_bytes = self
+                        .stats
+                        .opaque_bytes
+                        .saturating_add(detector.queued_bytes.iter().sum::<usize>() as u64);
+                    self.stage = Stage::Opaque;
+                }
+            }
+        }
+    }
+
+    /// Creates the connection decoder for `start` and replays the queue into it.
+    fn start(&mut self, start: Start, detector: Detector, out: &mut Vec<HttpEvent>) {
+        let mut stage = match start {
+            Start::Http2Preface | Start::Http2Frame => {
+                let mut connection = Http2Connection::new(self.role, self.limits.clone());
+                for direction in [Direction::Egress, Direction::Ingress] {
+                    connection.skip_unsynced(direction, detector.dropped[dir_index(direction)]);
+                }
+                Stage::Http2(Box::new(connection))
+            }
+            Start::Http1Request | Start::Http1Response => Stage::Http1(Box::new(
+                Http1Connection::new(self.role, self.limits.clone()),
+            )),
+        };
+        for queued in detector.queue {
+            let piece = match &queued.piece {
+                OwnedPiece::Bytes(bytes) => Piece::Bytes(bytes),
+                OwnedPiece::Gap(len) => Piece::Gap(*len),
+            };
+            match &mut stage {
+                Stage::Http1(connection) => {
+                    connection.feed(
+                        queued.direction,
+                        queued.timestamp_ns,
+                        piece,
+                        out,
+                        &mut self.stats,
+                    );
+                    if connection.switched_protocols() {
+                        stage = Stage::Opaque;
+                    }
+                }
+                Stage::Http2(connection) => connection.feed(
+                    queued.direction,
+                    queued.timestamp_ns,
+                    piece,
+                    out,
+                    &mut self.stats,
+                ),
+                Stage::Detecting(_) | Stage::Opaque => {
+                    self.stats.opaque_bytes =
+                        self.stats.opaque_bytes.saturating_add(queued.piece.len());
+                }
+            }
+        }
+        self.stage = stage;
+    }
+}
+
+impl Detector {
+    fn push(&mut self, direction: Direction, timestamp_ns: u64, piece: Piece<'_>) {
+        let piece = match piece {
+            Piece::Bytes(bytes) => OwnedPiece::Bytes(bytes.to_vec()),
+            Piece::Gap(len) => OwnedPiece::Gap(len),
+        };
+        if let OwnedPiece::Bytes(bytes) = &piece {
+            self.queued_bytes[dir_index(direction)] += bytes.len();
+        }
+        self.queue.push_back(QueuedPiece {
+            direction,
+            timestamp_ns,
+            piece,
+        });
+    }
+
+    /// Bytes of `direction` from its first queued piece on, up to a gap and at most
+    /// `max_len` bytes; drops leading gaps. `None` when nothing is queued.
+    fn candidate(&mut self, direction: Direction, max_len: usize) -> Option<Vec<u8>> {
+        loop {
+            let first = self.queue.iter().find(|q| q.direction == direction)?;
+            if let OwnedPiece::Gap(_) = first.piece {
+                self.drop_first(direction);
+                continue;
+            }
+            break;
+        }
+        let mut candidate = Vec::new();
+        for queued in self.queue.iter().filter(|q| q.direction == direction) {
+            match &queued.piece {
+                OwnedPiece::Bytes(bytes) => {
+                    let room = max_len.saturating_add(1).saturating_sub(candidate.len());
+                    candidate
+                        .extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
+                }
+                OwnedPiece::Gap(_) => break,
+            }
+            if candidate.len() > max_len {
+                break;
+            }
+        }
+        Some(candidate)
+    }
+
+    /// Drops the first queued piece of `direction`; returns its length.
+    fn drop_first(&mut self, direction: Direction) -> u64 {
+        let Some(position) = self.queue.iter().position(|q| q.direction == direction) else {
+            return 0;
+        };
+        let Some(removed) = self.queue.remove(position) else {
+            return 0;
+        };
+        let len = removed.piece.len();
+        if let OwnedPiece::Bytes(bytes) = &removed.piece {
+            let queued = &mut self.queued_bytes[dir_index(direction)];
+            *queued = queued.saturating_sub(bytes.len());
+        }
+        let dropped = &mut self.dropped[dir_index(direction)];
+        *dropped = dropped.saturating_add(len);
+        len
+    }
+}
