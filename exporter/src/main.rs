@@ -271,3 +271,23 @@ fn init_logging(filter: &str, json: bool) {
         builder.init();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    #[test]
+    fn every_default_value_parses() {
+        for args in [
+            &["apiscope", "capture"][..],
+            &["apiscope", "replay", "api.pcapng"],
+            &["apiscope", "replay", "api.pcapng", "--format", "table"],
+        ] {
+            if let Err(e) = Cli::try_parse_from(args) {
+                panic!("{args:?}: {e}");
+            }
+        }
+    }
+}

@@ -16,7 +16,7 @@ use crate::exchange::{
 use crate::http::{HttpEvent, Protocol, ProtocolDecoder, ProtocolLimits};
 use crate::k8s::ApiRequest;
 use crate::k8s::body::BodyLimits;
-use crate::reassembly::{Eviction, ReassemblyConfig, ReassemblyMetrics, Reassembler, pieces};
+use crate::reassembly::{Eviction, Reassembler, ReassemblyConfig, ReassemblyMetrics, pieces};
 
 /// Decoder settings (`apiscope capture` / `apiscope replay` flags).
 #[derive(Args, Clone, Debug)]
@@ -166,7 +166,7 @@ impl DecodePipeline {
                 len,
                 data,
             } => {
-                let state = self.connection(chunk);
+                let state = connection_state(&mut self.connections, &self.config, chunk);
                 for piece in pieces(&data.0, *len) {
                     if let crate::http::Piece::Gap(n) = piece {
                         metrics.reassembly.gap_bytes.inc_by(u64::from(n));
@@ -175,7 +175,9 @@ impl DecodePipeline {
                         .decoder
                         .feed(*direction, chunk.timestamp_ns, piece, &mut self.events);
                 }
-                state.exchanges.set_protocol(protocol_label(state.decoder.protocol()));
+                state
+                    .exchanges
+                    .set_protocol(protocol_label(state.decoder.protocol()));
                 for event in self.events.drain(..) {
                     state
                         .exchanges
@@ -192,7 +194,7 @@ impl DecodePipeline {
                 fields,
                 ..
             } => {
-                let state = self.connection(chunk);
+                let state = connection_state(&mut self.connections, &self.config, chunk);
                 let kind = *message;
                 state.exchanges.on_hook_headers(
                     *stream_id,
@@ -241,27 +243,6 @@ impl DecodePipeline {
         self.flush(metrics, out);
     }
 
-    fn connection(&mut self, chunk: &TlsChunk) -> &mut ConnectionState {
-        self.connections
-            .entry(chunk.connection)
-            .or_insert_with(|| ConnectionState {
-                decoder: ProtocolDecoder::new(chunk.role, ProtocolLimits::default()),
-                exchanges: ExchangeAssembler::new(
-                    ConnectionFacts {
-                        connection: chunk.connection,
-                        role: chunk.role,
-                        local: chunk.local,
-                        remote: chunk.remote,
-                        protocol: "",
-                    },
-                    ExchangeLimits {
-                        max_body_bytes: self.config.max_body_bytes,
-                        ..ExchangeLimits::default()
-                    },
-                ),
-            })
-    }
-
     fn end_connection(&mut self, id: ConnectionId, ending: Ending, _metrics: &DecodeMetrics) {
         if let Some(mut state) = self.connections.remove(&id) {
             state.exchanges.close(ending, &mut self.finished);
@@ -307,4 +288,29 @@ fn ending_for(eviction: Eviction) -> Ending {
             Ending::Evicted
         }
     }
+}
+
+fn connection_state<'a>(
+    connections: &'a mut HashMap<ConnectionId, ConnectionState>,
+    config: &DecodeConfig,
+    chunk: &TlsChunk,
+) -> &'a mut ConnectionState {
+    connections
+        .entry(chunk.connection)
+        .or_insert_with(|| ConnectionState {
+            decoder: ProtocolDecoder::new(chunk.role, ProtocolLimits::default()),
+            exchanges: ExchangeAssembler::new(
+                ConnectionFacts {
+                    connection: chunk.connection,
+                    role: chunk.role,
+                    local: chunk.local,
+                    remote: chunk.remote,
+                    protocol: "",
+                },
+                ExchangeLimits {
+                    max_body_bytes: config.max_body_bytes,
+                    ..ExchangeLimits::default()
+                },
+            ),
+        })
 }

@@ -47,7 +47,11 @@ fn recordings_decode_to_their_golden_api_requests() {
         .filter(|p| p.to_string_lossy().ends_with(".pcapng.gz"))
         .collect();
     recordings.sort();
-    assert!(!recordings.is_empty(), "no recordings in {}", fixtures().display());
+    assert!(
+        !recordings.is_empty(),
+        "no recordings in {}",
+        fixtures().display()
+    );
     let update = std::env::var_os("APISCOPE_UPDATE_GOLDEN").is_some();
     for recording in recordings {
         let requests = decode_recording(&recording);

@@ -25,13 +25,21 @@ pub struct Report {
     /// Audit events (received after the start) with no ApiRequest.
     pub missed: Vec<String>,
     pub incomplete: usize,
+    /// Audit events joined on verb, URI and User-Agent (watch responses carry no Audit-ID).
+    pub matched_without_audit_id: usize,
+    /// ApiRequests whose request headers could not be decoded and had no hook headers.
+    pub undecodable: usize,
 }
 
 impl Report {
     pub fn table(&self) -> String {
         let mut out = String::new();
         for (title, rates) in [("client", &self.by_client), ("verb", &self.by_verb)] {
-            let _ = writeln!(out, "{title:<28} {:>8} {:>8} {:>8}", "audited", "matched", "rate");
+            let _ = writeln!(
+                out,
+                "{title:<28} {:>8} {:>8} {:>8}",
+                "audited", "matched", "rate"
+            );
             for (key, rate) in rates {
                 let _ = writeln!(
                     out,
@@ -42,7 +50,11 @@ impl Report {
                 );
             }
         }
-        let _ = writeln!(out, "incomplete ApiRequests (open at stop, reset): {}", self.incomplete);
+        let _ = writeln!(
+            out,
+            "incomplete ApiRequests (open at stop, reset): {}\nmatched by verb+URI+User-Agent (no Audit-ID on the response): {}\nApiRequests with undecodable request headers: {}",
+            self.incomplete, self.matched_without_audit_id, self.undecodable
+        );
         for missed in &self.missed {
             let _ = writeln!(out, "missed: {missed}");
         }
@@ -69,12 +81,27 @@ pub fn compare(audit: &[AuditEvent], audit_start: usize, requests: &[ApiRequest]
         .filter_map(|r| Some((r.audit_id.as_deref()?, r)))
         .collect();
 
-    for (id, event) in &complete {
+    // The v1.20 apiserver sends no Audit-ID on watch responses: those are joined on what the
+    // request itself says (verb, request URI, User-Agent), each ApiRequest used once.
+    let mut without_audit_id: Vec<&ApiRequest> = requests
+        .iter()
+        .filter(|r| r.audit_id.is_none() && !r.method.is_empty())
+        .collect();
+    let mut ordered: Vec<(&&str, &&AuditEvent)> = complete.iter().collect();
+    ordered.sort_by_key(|(_, e)| e.sequence);
+    for (id, event) in ordered {
         if !received_after.contains(id) {
             continue;
         }
         let client = component_from_user_agent(event.user_agent.as_deref().unwrap_or_default());
-        let matched = match by_audit_id.get(id) {
+        let found = by_audit_id.get(id).copied().or_else(|| {
+            let position = without_audit_id
+                .iter()
+                .position(|r| same_request(event, r))?;
+            report.matched_without_audit_id += 1;
+            Some(without_audit_id.remove(position))
+        });
+        let matched = match found {
             Some(request) => match differences(event, request) {
                 None => true,
                 Some(diff) => {
@@ -85,10 +112,7 @@ pub fn compare(audit: &[AuditEvent], audit_start: usize, requests: &[ApiRequest]
             None => {
                 report.missed.push(format!(
                     "{id} {} {} {} (code {:?})",
-                    client,
-                    event.verb,
-                    event.request_uri,
-                    event.response_code
+                    client, event.verb, event.request_uri, event.response_code
                 ));
                 false
             }
@@ -101,15 +125,22 @@ pub fn compare(audit: &[AuditEvent], audit_start: usize, requests: &[ApiRequest]
             rate.matched += usize::from(matched);
         }
     }
+    for request in &without_audit_id {
+        if request.incomplete.is_none() {
+            report.unmatched_requests.push(format!(
+                "no Audit-ID and no audit event: {} {}?{} (code {:?})",
+                request.method, request.path, request.query, request.code
+            ));
+        }
+    }
     for request in requests {
         let Some(id) = request.audit_id.as_deref() else {
-            if request.incomplete.is_none() {
-                report.unmatched_requests.push(format!(
-                    "no Audit-ID: {} {} (code {:?})",
-                    request.method, request.path, request.code
-                ));
-            } else {
+            if request.incomplete.is_some() {
                 report.incomplete += 1;
+            } else if request.method.is_empty() {
+                // Request headers neither decodable (HPACK state older than the capture) nor
+                // supplied by the header hooks.
+                report.undecodable += 1;
             }
             continue;
         };
@@ -134,16 +165,37 @@ pub fn compare(audit: &[AuditEvent], audit_start: usize, requests: &[ApiRequest]
     report
 }
 
+/// The same request by what it says about itself (for responses without Audit-ID).
+fn same_request(event: &AuditEvent, request: &ApiRequest) -> bool {
+    let uri = if request.query.is_empty() {
+        request.path.clone()
+    } else {
+        format!("{}?{}", request.path, request.query)
+    };
+    uri == event.request_uri
+        && request.verb == event.verb
+        && request.user_agent == event.user_agent.as_deref().unwrap_or_default()
+}
+
 /// What an ApiRequest says differently from its audit event, if anything.
 pub fn differences(event: &AuditEvent, request: &ApiRequest) -> Option<String> {
     let object = event.object_ref.clone().unwrap_or_default();
     let expected = [
         ("verb", event.verb.clone()),
         ("resource", object.resource.clone().unwrap_or_default()),
-        ("subresource", object.subresource.clone().unwrap_or_default()),
+        (
+            "subresource",
+            object.subresource.clone().unwrap_or_default(),
+        ),
         ("namespace", object.namespace.clone().unwrap_or_default()),
         ("name", object.name.clone().unwrap_or_default()),
-        ("code", event.response_code.map(|c| c.to_string()).unwrap_or_default()),
+        (
+            "code",
+            event
+                .response_code
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+        ),
     ];
     let actual = [
         request.verb.clone(),
@@ -159,6 +211,6 @@ pub fn differences(event: &AuditEvent, request: &ApiRequest) -> Option<String> {
         .filter(|((_, want), got)| want != *got)
         .map(|((field, want), got)| format!("{field}: audit {want:?}, apiscope {got:?}"))
         .collect();
-    (!diffs.is_empty()).then(|| format!("{} {}: {}", event.verb, event.request_uri, diffs.join(", ")))
+    (!diffs.is_empty())
+        .then(|| format!("{} {}: {}", event.verb, event.request_uri, diffs.join(", ")))
 }
-

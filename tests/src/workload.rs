@@ -32,7 +32,10 @@ pub fn workload_iteration(cluster: &TestCluster, dir: &std::path::Path, i: usize
     let name = format!("fid-{i}");
     let ns = ["--namespace", "fidelity"];
     let with_ns = |args: &[&str]| -> Vec<String> {
-        args.iter().chain(ns.iter()).map(|s| s.to_string()).collect()
+        args.iter()
+            .chain(ns.iter())
+            .map(|s| s.to_string())
+            .collect()
     };
     let ok = |args: Vec<String>| -> Result<String> {
         cluster.kubectl_ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
@@ -45,7 +48,12 @@ pub fn workload_iteration(cluster: &TestCluster, dir: &std::path::Path, i: usize
         }
         Ok(())
     };
-    ok(with_ns(&["create", "configmap", &name, "--from-literal=k=v"]))?;
+    ok(with_ns(&[
+        "create",
+        "configmap",
+        &name,
+        "--from-literal=k=v",
+    ]))?;
     ok(with_ns(&["get", "configmap", &name, "--output", "json"]))?;
     ok(with_ns(&["get", "configmaps"]))?;
     ok(with_ns(&["label", "configmap", &name, "round=r"]))?;
@@ -72,12 +80,18 @@ pub fn workload_iteration(cluster: &TestCluster, dir: &std::path::Path, i: usize
         &format!("dry-{i}"),
         "--dry-run=server",
     ]))?;
-    expect_fail(with_ns(&["get", "configmap", "does-not-exist"]), "NotFound")?;
+    expect_fail(
+        with_ns(&["get", "configmap", "does-not-exist"]),
+        "not found",
+    )?;
     expect_fail(
         with_ns(&["create", "configmap", &name, "--from-literal=k=v"]),
-        "AlreadyExists",
+        "already exists",
     )?;
-    expect_fail(with_ns(&["create", "configmap", "Not_A_Valid_Name"]), "Invalid")?;
+    expect_fail(
+        with_ns(&["create", "configmap", "Not_A_Valid_Name"]),
+        "Invalid",
+    )?;
     ok(vec![
         "get".into(),
         "--raw".into(),
@@ -93,4 +107,3 @@ pub fn workload_iteration(cluster: &TestCluster, dir: &std::path::Path, i: usize
     ok(with_ns(&["delete", "configmap", &name]))?;
     Ok(())
 }
-

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use apiscope::capture::Role;
 use apiscope::k8s::ApiRequest;
 use apiscope_e2e::apiscope::{ApiscopeCapture, require_root, test_dir};
@@ -70,7 +70,10 @@ fn every_audited_request_has_a_matching_api_request() -> Result<()> {
     eprintln!("apiscope metrics at the end:\n{}", decode_metrics(&metrics));
     cluster.stop()?;
 
-    assert!(iteration >= 2, "the workload ran only {iteration} iterations");
+    assert!(
+        iteration >= 2,
+        "the workload ran only {iteration} iterations"
+    );
     assert!(
         report.mismatches.is_empty(),
         "ApiRequests disagreeing with the audit log:\n{}",
@@ -83,12 +86,18 @@ fn every_audited_request_has_a_matching_api_request() -> Result<()> {
     );
     // kubectl's connections are all opened after attaching: every one of its requests counts.
     let kubectl = report.by_client.get("kubectl").copied().unwrap_or_default();
-    assert!(kubectl.audited > 20, "too few kubectl requests audited: {kubectl:?}");
+    assert!(
+        kubectl.audited > 20,
+        "too few kubectl requests audited: {kubectl:?}"
+    );
     assert_eq!(kubectl.matched, kubectl.audited, "kubectl requests missed");
     if hooks {
         // With the header hooks, requests on connections opened before attaching count too.
         let missed: Vec<&String> = report.missed.iter().collect();
-        assert!(missed.is_empty(), "audited requests without an ApiRequest:\n{missed:#?}");
+        assert!(
+            missed.is_empty(),
+            "audited requests without an ApiRequest:\n{missed:#?}"
+        );
     }
     Ok(())
 }
@@ -105,9 +114,14 @@ fn decode_metrics(scrape: &str) -> String {
         .lines()
         .filter(|l| {
             !l.starts_with('#')
-                && ["apiscope_decode", "apiscope_exchange", "apiscope_reassembly", "apiscope_capture"]
-                    .iter()
-                    .any(|p| l.starts_with(p))
+                && [
+                    "apiscope_decode",
+                    "apiscope_exchange",
+                    "apiscope_reassembly",
+                    "apiscope_capture",
+                ]
+                .iter()
+                .any(|p| l.starts_with(p))
         })
         .collect::<Vec<_>>()
         .join("\n")

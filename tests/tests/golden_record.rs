@@ -26,8 +26,7 @@ fn record_golden_fixtures() -> Result<()> {
     setup_objects(&cluster, &dir)?;
     // By pid: another test cluster on the machine may run the same binary.
     let pid = cluster.apiserver_pid().to_string();
-    let mut capture =
-        ApiscopeCapture::start(&dir, &["--pid", &pid])?;
+    let mut capture = ApiscopeCapture::start(&dir, &["--pid", &pid])?;
     capture.wait_attached(cluster.apiserver_pid())?;
     std::thread::sleep(Duration::from_secs(1));
     let audit_start = cluster.audit_events()?.len();
@@ -46,7 +45,10 @@ fn record_golden_fixtures() -> Result<()> {
         .collect();
     let report = compare(&audit, audit_start, &requests);
     eprintln!("{}", report.table());
-    if !report.mismatches.is_empty() || !report.unmatched_requests.is_empty() || !report.missed.is_empty() {
+    if !report.mismatches.is_empty()
+        || !report.unmatched_requests.is_empty()
+        || !report.missed.is_empty()
+    {
         bail!(
             "not writing fixtures: the recording disagrees with the audit log\n{:#?}\n{:#?}",
             report.mismatches,

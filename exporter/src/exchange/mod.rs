@@ -182,9 +182,7 @@ impl Exchange {
 
     /// Request start: first byte of the request (or of the response if the request was unseen).
     pub fn start_ns(&self) -> Option<u64> {
-        self.request
-            .first_byte_ns
-            .or(self.response.first_byte_ns)
+        self.request.first_byte_ns.or(self.response.first_byte_ns)
     }
 
     /// End: last byte seen of either message.
@@ -233,7 +231,12 @@ impl ExchangeAssembler {
     }
 
     /// Applies one protocol event; finished exchanges are appended to `done`.
-    pub fn on_event(&mut self, event: HttpEvent, metrics: &ExchangeMetrics, done: &mut Vec<Exchange>) {
+    pub fn on_event(
+        &mut self,
+        event: HttpEvent,
+        metrics: &ExchangeMetrics,
+        done: &mut Vec<Exchange>,
+    ) {
         match event {
             HttpEvent::Head {
                 stream,
@@ -393,7 +396,8 @@ impl ExchangeAssembler {
             MessageKind::Trailers => return,
             kind => message_mut(exchange, kind),
         };
-        if message.fields.is_none() && !(kind == MessageKind::Response && is_informational(&fields)) {
+        if message.fields.is_none() && !(kind == MessageKind::Response && is_informational(&fields))
+        {
             message.fields = Some(fields);
             message.source = Some(HeadersSource::Hook);
             metrics.hook_header_blocks_used.inc();
@@ -434,10 +438,10 @@ impl ExchangeAssembler {
     }
 
     fn finish_if_done(&mut self, stream: StreamId, done: &mut Vec<Exchange>) {
-        let finished = self
-            .open
-            .get(&stream)
-            .is_some_and(|e| e.response.ended && (e.request.ended || e.request.head_seen || e.request.fields.is_some()));
+        let finished = self.open.get(&stream).is_some_and(|e| {
+            e.response.ended
+                && (e.request.ended || e.request.head_seen || e.request.fields.is_some())
+        });
         if finished {
             if let Some(exchange) = self.open.remove(&stream) {
                 done.push(finish(exchange));

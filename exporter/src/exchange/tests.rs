@@ -15,10 +15,19 @@ fn facts() -> ConnectionFacts {
 }
 
 fn fields(pairs: &[(&str, &str)]) -> Vec<HeaderField> {
-    pairs.iter().map(|(n, v)| HeaderField::new(*n, *v)).collect()
+    pairs
+        .iter()
+        .map(|(n, v)| HeaderField::new(*n, *v))
+        .collect()
 }
 
-fn head(stream: u32, kind: MessageKind, f: Option<Vec<HeaderField>>, end: bool, ts: u64) -> HttpEvent {
+fn head(
+    stream: u32,
+    kind: MessageKind,
+    f: Option<Vec<HeaderField>>,
+    end: bool,
+    ts: u64,
+) -> HttpEvent {
     HttpEvent::Head {
         stream,
         kind,
@@ -29,7 +38,14 @@ fn head(stream: u32, kind: MessageKind, f: Option<Vec<HeaderField>>, end: bool, 
     }
 }
 
-fn body(stream: u32, kind: MessageKind, data: &[u8], missing: u32, end: bool, ts: u64) -> HttpEvent {
+fn body(
+    stream: u32,
+    kind: MessageKind,
+    data: &[u8],
+    missing: u32,
+    end: bool,
+    ts: u64,
+) -> HttpEvent {
     HttpEvent::Body {
         stream,
         kind,
@@ -42,11 +58,18 @@ fn body(stream: u32, kind: MessageKind, data: &[u8], missing: u32, end: bool, ts
 }
 
 fn get_pods() -> Vec<HeaderField> {
-    fields(&[(":method", "GET"), (":path", "/api/v1/namespaces/default/pods/p")])
+    fields(&[
+        (":method", "GET"),
+        (":path", "/api/v1/namespaces/default/pods/p"),
+    ])
 }
 
 fn ok_response() -> Vec<HeaderField> {
-    fields(&[(":status", "200"), ("audit-id", "a-1"), ("content-type", "application/json")])
+    fields(&[
+        (":status", "200"),
+        ("audit-id", "a-1"),
+        ("content-type", "application/json"),
+    ])
 }
 
 fn run(assembler: &mut ExchangeAssembler, events: Vec<HttpEvent>) -> Vec<Exchange> {
@@ -96,7 +119,10 @@ fn interleaved_streams_finish_independently() {
             head(1, MessageKind::Response, Some(ok_response()), true, 4),
         ],
     );
-    assert_eq!(done.iter().map(|e| e.stream).collect::<Vec<_>>(), vec![3, 1]);
+    assert_eq!(
+        done.iter().map(|e| e.stream).collect::<Vec<_>>(),
+        vec![3, 1]
+    );
 }
 
 #[test]
@@ -106,7 +132,13 @@ fn an_informational_head_does_not_replace_the_final_one() {
         &mut a,
         vec![
             head(1, MessageKind::Request, Some(get_pods()), false, 1),
-            head(1, MessageKind::Response, Some(fields(&[(":status", "100")])), false, 2),
+            head(
+                1,
+                MessageKind::Response,
+                Some(fields(&[(":status", "100")])),
+                false,
+                2,
+            ),
             body(1, MessageKind::Request, b"x", 0, true, 3),
             head(1, MessageKind::Response, Some(ok_response()), true, 4),
         ],
@@ -119,15 +151,33 @@ fn hook_headers_fill_in_where_the_wire_block_could_not_be_decoded() {
     let metrics = ExchangeMetrics::default();
     let mut a = ExchangeAssembler::new(facts(), ExchangeLimits::default());
     let mut done = Vec::new();
-    a.on_event(head(5, MessageKind::Request, None, true, 10), &metrics, &mut done);
+    a.on_event(
+        head(5, MessageKind::Request, None, true, 10),
+        &metrics,
+        &mut done,
+    );
     a.on_hook_headers(5, MessageKind::Request, get_pods(), 11, &metrics, &mut done);
     // The response hook fires before the frame is written.
-    a.on_hook_headers(5, MessageKind::Response, ok_response(), 20, &metrics, &mut done);
-    a.on_event(head(5, MessageKind::Response, None, true, 21), &metrics, &mut done);
+    a.on_hook_headers(
+        5,
+        MessageKind::Response,
+        ok_response(),
+        20,
+        &metrics,
+        &mut done,
+    );
+    a.on_event(
+        head(5, MessageKind::Response, None, true, 21),
+        &metrics,
+        &mut done,
+    );
     assert_eq!(done.len(), 1);
     let e = &done[0];
     assert_eq!(e.request.source, Some(HeadersSource::Hook));
-    assert_eq!(e.request.header(":path"), Some("/api/v1/namespaces/default/pods/p"));
+    assert_eq!(
+        e.request.header(":path"),
+        Some("/api/v1/namespaces/default/pods/p")
+    );
     assert_eq!(e.response.header("audit-id"), Some("a-1"));
     assert_eq!(e.start_ns(), Some(10));
     assert_eq!(e.end_ns(), Some(21));
@@ -140,7 +190,11 @@ fn wire_headers_win_over_hook_headers() {
     let metrics = ExchangeMetrics::default();
     let mut a = ExchangeAssembler::new(facts(), ExchangeLimits::default());
     let mut done = Vec::new();
-    a.on_event(head(1, MessageKind::Request, Some(get_pods()), true, 1), &metrics, &mut done);
+    a.on_event(
+        head(1, MessageKind::Request, Some(get_pods()), true, 1),
+        &metrics,
+        &mut done,
+    );
     a.on_hook_headers(
         1,
         MessageKind::Request,
@@ -149,8 +203,15 @@ fn wire_headers_win_over_hook_headers() {
         &metrics,
         &mut done,
     );
-    a.on_event(head(1, MessageKind::Response, Some(ok_response()), true, 3), &metrics, &mut done);
-    assert_eq!(done[0].request.header(":path"), Some("/api/v1/namespaces/default/pods/p"));
+    a.on_event(
+        head(1, MessageKind::Response, Some(ok_response()), true, 3),
+        &metrics,
+        &mut done,
+    );
+    assert_eq!(
+        done[0].request.header(":path"),
+        Some("/api/v1/namespaces/default/pods/p")
+    );
     assert_eq!(done[0].request.source, Some(HeadersSource::Wire));
     assert_eq!(metrics.hook_header_blocks_used.get(), 0);
 }
@@ -197,7 +258,10 @@ fn resets_goaway_and_close_end_exchanges_as_incomplete() {
             (3, Ending::ConnectionClosed),
         ]
     );
-    assert_eq!(done[0].ending.incomplete_reason().as_deref(), Some("reset (error code 8) by the peer"));
+    assert_eq!(
+        done[0].ending.incomplete_reason().as_deref(),
+        Some("reset (error code 8) by the peer")
+    );
 }
 
 #[test]
@@ -237,10 +301,17 @@ fn the_stream_table_is_bounded() {
     );
     let mut done = Vec::new();
     for stream in [1, 3, 5] {
-        a.on_event(head(stream, MessageKind::Request, Some(get_pods()), true, 1), &metrics, &mut done);
+        a.on_event(
+            head(stream, MessageKind::Request, Some(get_pods()), true, 1),
+            &metrics,
+            &mut done,
+        );
     }
     assert_eq!(a.open_streams(), 2);
     assert_eq!(done.len(), 1);
-    assert_eq!((done[0].stream, done[0].ending.clone()), (1, Ending::Evicted));
+    assert_eq!(
+        (done[0].stream, done[0].ending.clone()),
+        (1, Ending::Evicted)
+    );
     assert_eq!(metrics.streams_evicted.get(), 1);
 }

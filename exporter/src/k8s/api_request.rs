@@ -315,10 +315,7 @@ impl ApiRequest {
             service_account: request
                 .header("authorization")
                 .and_then(client::service_account_from_authorization),
-            impersonation: request
-                .fields
-                .as_deref()
-                .and_then(client::impersonation),
+            impersonation: request.fields.as_deref().and_then(client::impersonation),
             peer: exchange.facts.remote,
             local: exchange.facts.local,
             connection: exchange.facts.connection,

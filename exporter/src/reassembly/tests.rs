@@ -17,11 +17,17 @@ fn a_truncated_chunk_becomes_bytes_then_a_gap() {
         pieces(&data, 10).collect::<Vec<_>>(),
         vec![Piece::Bytes(&data), Piece::Gap(7)]
     );
-    assert_eq!(pieces(&data, 3).collect::<Vec<_>>(), vec![Piece::Bytes(&data)]);
+    assert_eq!(
+        pieces(&data, 3).collect::<Vec<_>>(),
+        vec![Piece::Bytes(&data)]
+    );
     assert_eq!(pieces(&[], 5).collect::<Vec<_>>(), vec![Piece::Gap(5)]);
     assert_eq!(pieces(&[], 0).count(), 0);
     // A length smaller than the copy (corrupt metadata) is not a negative gap.
-    assert_eq!(pieces(&data, 1).collect::<Vec<_>>(), vec![Piece::Bytes(&data)]);
+    assert_eq!(
+        pieces(&data, 1).collect::<Vec<_>>(),
+        vec![Piece::Bytes(&data)]
+    );
 }
 
 #[test]
@@ -31,9 +37,18 @@ fn the_table_stays_bounded_by_evicting_the_least_recently_active() {
         max_connections: 2,
         ..ReassemblyConfig::default()
     });
-    assert!(r.observe(conn(1), Some(Direction::Ingress), 10, &metrics).is_empty());
-    assert!(r.observe(conn(2), Some(Direction::Ingress), 20, &metrics).is_empty());
-    assert!(r.observe(conn(1), Some(Direction::Egress), 30, &metrics).is_empty());
+    assert!(
+        r.observe(conn(1), Some(Direction::Ingress), 10, &metrics)
+            .is_empty()
+    );
+    assert!(
+        r.observe(conn(2), Some(Direction::Ingress), 20, &metrics)
+            .is_empty()
+    );
+    assert!(
+        r.observe(conn(1), Some(Direction::Egress), 30, &metrics)
+            .is_empty()
+    );
     let evicted = r.observe(conn(3), Some(Direction::Ingress), 40, &metrics);
     assert_eq!(evicted, vec![(conn(2), Eviction::TooManyConnections)]);
     assert_eq!(r.connections(), 2);

@@ -19,7 +19,11 @@ pub enum OutputFormat {
     Chunks,
 }
 
-pub fn write_request(out: &mut dyn Write, format: OutputFormat, request: &ApiRequest) -> Result<()> {
+pub fn write_request(
+    out: &mut dyn Write,
+    format: OutputFormat,
+    request: &ApiRequest,
+) -> Result<()> {
     match format {
         OutputFormat::Json => {
             serde_json::to_writer(&mut *out, request)?;
