@@ -6,7 +6,7 @@ export APISCOPE_CACHE
 EBPF_OBJECT := target/bpfel-unknown-none/release/apiscope-ebpf
 K8S_BIN := $(APISCOPE_CACHE)/kubernetes-1.20.2/bin
 
-.PHONY: all setup build ebpf test test-pure test-e2e lint demo clean-cache
+.PHONY: all setup build ebpf test test-pure test-e2e lint demo fixtures clean-cache
 
 all: build
 
@@ -43,6 +43,13 @@ test-e2e: build
 	  cargo test --release -p apiscope-e2e -- --test-threads=1
 
 test: setup lint test-pure test-e2e
+
+# Re-records the golden decode fixtures from a real cluster (checked against its audit log first),
+# then rewrites their expected ApiRequests. Review the diff before committing.
+fixtures: setup build
+	APISCOPE_REQUIRE_TOOLS=1 APISCOPE_EBPF_OBJECT=$(CURDIR)/$(EBPF_OBJECT) \
+	  cargo test --release -p apiscope-e2e --test golden_record -- --ignored --nocapture
+	APISCOPE_UPDATE_GOLDEN=1 cargo test -p apiscope --test golden
 
 clean-cache:
 	rm -rf $(APISCOPE_CACHE)

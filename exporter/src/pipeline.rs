@@ -238,7 +238,7 @@ impl DecodePipeline {
         let ids: Vec<ConnectionId> = self.connections.keys().copied().collect();
         for id in ids {
             self.reassembler.close(&id);
-            self.end_connection(id, Ending::Evicted, metrics);
+            self.end_connection(id, Ending::Unfinished, metrics);
         }
         self.flush(metrics, out);
     }

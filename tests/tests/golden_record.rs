@@ -1,14 +1,13 @@
 //! Records the golden decode fixtures (run by `make fixtures`, not by `make test`): a real
-//! cluster, apiscope attached *before* kube-controller-manager and kube-scheduler start (so their
-//! protobuf LISTs and watches are captured from the first byte) and one round of the mixed
-//! kubectl workload. Every recorded kubectl request is checked against the audit log before the
+//! cluster, apiscope attached *before* kube-scheduler starts (so its protobuf LISTs and watches
+//! are captured from the first byte) and one round of the mixed kubectl workload. Every recorded kubectl request is checked against the audit log before the
 //! recording and its expected ApiRequests are written to exporter/tests/fixtures/decode/.
 
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use apiscope::capture::Role;
 use apiscope_e2e::apiscope::{ApiscopeCapture, require_root, test_dir};
 use apiscope_e2e::cluster::{ClusterOptions, TestCluster};
@@ -30,7 +29,8 @@ fn record_golden_fixtures() -> Result<()> {
     capture.wait_attached(cluster.apiserver_pid())?;
     std::thread::sleep(Duration::from_secs(1));
     let audit_start = cluster.audit_events()?.len();
-    cluster.start_controller_manager()?;
+    // kube-scheduler alone brings protobuf LISTs and watches; kube-controller-manager's start-up
+    // (hundreds of discovery and LIST requests) would make the fixture megabytes.
     cluster.start_scheduler()?;
     workload_iteration(&cluster, &dir, 0)?;
     std::thread::sleep(Duration::from_secs(2));
@@ -45,12 +45,22 @@ fn record_golden_fixtures() -> Result<()> {
         .collect();
     let report = compare(&audit, audit_start, &requests);
     eprintln!("{}", report.table());
+    // The apiserver's loopback client connected before the capture started: its HPACK state is
+    // unknown; every other client must be complete.
+    let incomplete_clients: Vec<&String> = report
+        .by_client
+        .iter()
+        .filter(|(client, rate)| {
+            client.as_str() != "kube-apiserver" && rate.matched != rate.audited
+        })
+        .map(|(client, _)| client)
+        .collect();
     if !report.mismatches.is_empty()
         || !report.unmatched_requests.is_empty()
-        || !report.missed.is_empty()
+        || !incomplete_clients.is_empty()
     {
         bail!(
-            "not writing fixtures: the recording disagrees with the audit log\n{:#?}\n{:#?}",
+            "not writing fixtures: the recording disagrees with the audit log\n{incomplete_clients:?}\n{:#?}\n{:#?}",
             report.mismatches,
             report.unmatched_requests
         );

@@ -114,8 +114,10 @@ pub enum Ending {
     ConnectionClosed,
     /// GOAWAY said this stream would not be processed.
     GoAway { error_code: u32 },
-    /// Dropped to keep memory bounded (too many open streams, idle connection, shutdown).
+    /// Dropped to keep memory bounded (too many open streams, idle connection).
     Evicted,
+    /// Still open when the capture (or the recording) ended.
+    Unfinished,
 }
 
 impl Ending {
@@ -133,6 +135,7 @@ impl Ending {
             Ending::ConnectionClosed => Some("connection closed".into()),
             Ending::GoAway { error_code } => Some(format!("goaway (error code {error_code})")),
             Ending::Evicted => Some("evicted before completion".into()),
+            Ending::Unfinished => Some("still open when the capture ended".into()),
         }
     }
 }

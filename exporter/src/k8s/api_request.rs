@@ -332,7 +332,14 @@ impl ApiRequest {
             traceparent: request.header("traceparent").map(str::to_owned),
             object,
             status,
-            watch: exchange.watch.as_ref().map(|w| w.stats().clone()),
+            // A watch with no event yet still reports zero counts.
+            watch: exchange.is_watch.then(|| {
+                exchange
+                    .watch
+                    .as_ref()
+                    .map(|w| w.stats().clone())
+                    .unwrap_or_default()
+            }),
             list_items,
             decode_errors,
         }
