@@ -121,6 +121,47 @@ pub struct ApiRequest {
     /// Problems decoding bodies (gzip over the cap, bad JSON...), for the record.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub decode_errors: Vec<String>,
+
+    // --- Capture level (set by the capture policy; see `policy`) ---
+    /// `None`, `Metadata` (default), `Request` or `RequestResponse`, as audit policy levels.
+    #[serde(default)]
+    pub capture_level: CaptureLevel,
+    /// The request body, redacted and bounded, when the capture level includes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<CapturedBody>,
+    /// The response body, redacted and bounded, at level `RequestResponse`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<CapturedBody>,
+}
+
+/// How much of a request leaves the node, like an audit policy level.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub enum CaptureLevel {
+    /// Counted in metrics only: no span, no log record.
+    None,
+    /// Span and log record without bodies.
+    #[default]
+    Metadata,
+    /// Plus the request body.
+    Request,
+    /// Plus the response body.
+    RequestResponse,
+}
+
+/// A body as it may leave the node: decoded to text where possible, secrets redacted, bounded.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturedBody {
+    pub content_type: String,
+    /// Text (JSON/YAML as sent, after redaction), or a note for bodies that are not rendered.
+    pub text: String,
+    /// The body was cut to the size limit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// Values were replaced by the redaction marker.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redacted: bool,
 }
 
 /// A service account named by a bearer JWT's claims.
@@ -342,6 +383,10 @@ impl ApiRequest {
             }),
             list_items,
             decode_errors,
+            // The capture policy decides; until it runs, metadata only.
+            capture_level: CaptureLevel::Metadata,
+            request_body: None,
+            response_body: None,
         }
     }
 }
