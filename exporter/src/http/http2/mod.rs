@@ -308,6 +308,18 @@ impl DirectionState {
                     return Some(rest);
                 }
             }
+            // A frame header split over several pieces is only trusted at the start of a
+            // connection seen from its preface: otherwise a short piece is more likely the
+            // tail of something else (Go writes and reads frame headers whole).
+            let own_piece_len = candidates
+                .get(1)
+                .map_or(buf.len(), |&next| next)
+                .saturating_sub(start);
+            let connection_start = at_stream_start && *cx.preface_seen;
+            if !connection_start && own_piece_len < FRAME_HEADER_LEN {
+                candidates.remove(0);
+                continue;
+            }
             match frame::plausible_frames_at(candidate, cx.limits.resync_max_frame_payload) {
                 None => return None,
                 Some(true) => {
@@ -411,7 +423,7 @@ impl DirectionState {
     }
 
     fn start_frame(&mut self, header: FrameHeader, cx: &mut Context<'_>) {
-        if let Err(reason) = header.check(cx.limits.max_frame_payload) {
+        if let Err(reason) = header.check_in_sync(cx.limits.max_frame_payload) {
             cx.stats.protocol_errors = cx.stats.protocol_errors.saturating_add(1);
             self.lose_sync(reason, cx);
             return;
@@ -528,6 +540,12 @@ impl DirectionState {
                 if fragment.is_none() && !lost {
                     cx.stats.protocol_errors = cx.stats.protocol_errors.saturating_add(1);
                 }
+                let too_large =
+                    fragment.is_some_and(|f| f.len() > cx.limits.max_header_block_bytes);
+                if too_large {
+                    cx.stats.buffer_overflows = cx.stats.buffer_overflows.saturating_add(1);
+                }
+                let fragment = fragment.filter(|_| !too_large);
                 self.block = Some(PendingBlock {
                     stream: header.stream_id,
                     end_stream: header.has(frame::END_STREAM),
@@ -545,7 +563,11 @@ impl DirectionState {
                 match self.block.as_mut() {
                     Some(block) if block.stream == header.stream_id => {
                         block.wire_bytes = block.wire_bytes.saturating_add(wire);
-                        if lost || block.fragments.len().saturating_add(payload.len()) > limit {
+                        let too_large = block.fragments.len().saturating_add(payload.len()) > limit;
+                        if too_large && !block.lost {
+                            cx.stats.buffer_overflows = cx.stats.buffer_overflows.saturating_add(1);
+                        }
+                        if lost || too_large {
                             block.lost = true;
                             block.fragments = Vec::new();
                         } else if !block.lost {
@@ -804,3 +826,8 @@ fn payload_gap(payload: &mut Payload, mut len: u32) {
         PayloadBody::Skip => {}
     }
 }
+
+#[cfg(test)]
+pub(crate) mod test_support;
+#[cfg(test)]
+mod tests;
