@@ -407,3 +407,121 @@ impl Detector {
         len
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which protocol the first pieces decide, for both roles.
+    #[test]
+    fn protocol_detection_table() {
+        let settings: &[u8] = &[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100];
+        let window_update: &[u8] = &[0, 0, 4, 8, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        let cases: Vec<(Role, Direction, &[u8], Protocol)> = vec![
+            (
+                Role::Server,
+                Direction::Ingress,
+                b"GET /api HTTP/1.1\r\n",
+                Protocol::Http1,
+            ),
+            (
+                Role::Server,
+                Direction::Ingress,
+                b"GET /api HTTP/1.1",
+                Protocol::Unknown,
+            ),
+            (
+                Role::Server,
+                Direction::Egress,
+                b"HTTP/1.1 200 OK\r\n",
+                Protocol::Http1,
+            ),
+            // A request line in the response direction is nothing (yet).
+            (
+                Role::Server,
+                Direction::Egress,
+                b"GET /api HTTP/1.1\r\n",
+                Protocol::Unknown,
+            ),
+            (
+                Role::Client,
+                Direction::Egress,
+                b"GET /api HTTP/1.1\r\n",
+                Protocol::Http1,
+            ),
+            (
+                Role::Server,
+                Direction::Ingress,
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+                Protocol::Http2,
+            ),
+            (
+                Role::Client,
+                Direction::Egress,
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+                Protocol::Http2,
+            ),
+            (
+                Role::Server,
+                Direction::Ingress,
+                b"PRI * HTTP/2.0\r\n",
+                Protocol::Unknown,
+            ),
+            (Role::Server, Direction::Egress, settings, Protocol::Http2),
+            (
+                Role::Server,
+                Direction::Ingress,
+                window_update,
+                Protocol::Http2,
+            ),
+            (
+                Role::Server,
+                Direction::Ingress,
+                b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1",
+                Protocol::Unknown,
+            ),
+            (
+                Role::Server,
+                Direction::Ingress,
+                b"{\"kind\":\"Status\"}",
+                Protocol::Unknown,
+            ),
+        ];
+        for (role, direction, bytes, expected) in cases {
+            let mut decoder = ProtocolDecoder::new(role, ProtocolLimits::default());
+            let mut out = Vec::new();
+            decoder.feed(direction, 1, Piece::Bytes(bytes), &mut out);
+            assert_eq!(
+                decoder.protocol(),
+                expected,
+                "{role:?} {direction:?} {:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
+    #[test]
+    fn undetected_bytes_are_bounded_then_opaque() {
+        let limits = ProtocolLimits {
+            max_undetected_bytes: 1000,
+            ..ProtocolLimits::default()
+        };
+        let mut decoder = ProtocolDecoder::new(Role::Server, limits);
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            decoder.feed(Direction::Ingress, 1, Piece::Bytes(&[0xee; 150]), &mut out);
+            assert!(decoder.buffered_bytes() <= 150);
+        }
+        assert_eq!(decoder.protocol(), Protocol::Opaque);
+        assert_eq!(decoder.stats().unrecognized, 1);
+        assert_eq!(decoder.stats().discarded_bytes, 1050);
+        decoder.feed(
+            Direction::Ingress,
+            1,
+            Piece::Bytes(b"GET / HTTP/1.1\r\n\r\n"),
+            &mut out,
+        );
+        assert_eq!(decoder.protocol(), Protocol::Opaque);
+        assert!(out.is_empty());
+    }
+}

@@ -78,7 +78,8 @@ pub fn http1_start_line(bytes: &[u8], is_request_direction: bool, max_line: usiz
     let line_end = bytes.windows(2).position(|pair| pair == b"\r\n");
     let line = match line_end {
         Some(end) => bytes.get(..end).unwrap_or_default(),
-        None => bytes,
+        // An unfinished line may end with the CR of its CRLF.
+        None => bytes.strip_suffix(b"\r").unwrap_or(bytes),
     };
     if line.len() > max_line {
         return Detection::NotRecognized;
@@ -179,6 +180,8 @@ mod tests {
             ),
             (b"GE", true, Detection::NeedMore),
             (b"GET /api HT", true, Detection::NeedMore),
+            (b"GET /api HTTP/1.1\r", true, Detection::NeedMore),
+            (b"HTTP/1.1 200 OK\r", false, Detection::NeedMore),
             (b"GET /api HTTP/2.0\r\n", true, Detection::NotRecognized),
             (b"FETCH /api HTTP/1.1\r\n", true, Detection::NotRecognized),
             (b"GET  /api HTTP/1.1\r\n", true, Detection::NotRecognized),
