@@ -162,7 +162,13 @@ fn dir_index(direction: Direction) -> usize {
 }
 
 impl ProtocolDecoder {
-    pub fn new(role: Role, limits: ProtocolLimits) -> Self {
+    /// `limits` are clamped so that no single buffer can pass
+    /// `max_buffered_bytes_per_direction`.
+    pub fn new(role: Role, mut limits: ProtocolLimits) -> Self {
+        let per_direction = limits.max_buffered_bytes_per_direction;
+        limits.max_header_block_bytes = limits.max_header_block_bytes.min(per_direction / 2);
+        limits.max_body_event_bytes = limits.max_body_event_bytes.min(per_direction / 4).max(1);
+        limits.max_http1_head_bytes = limits.max_http1_head_bytes.min(per_direction / 2);
         ProtocolDecoder {
             role,
             limits,

@@ -316,6 +316,8 @@ impl Http1Connection {
                         }
                         Body::Trailers { buf } => {
                             let old = buf.len();
+                            let room = max_head.saturating_sub(old).saturating_add(1);
+                            let input = input.get(..room.min(input.len())).unwrap_or_default();
                             buf.extend_from_slice(input);
                             let end = if buf.starts_with(b"\r\n") {
                                 Some(2)
