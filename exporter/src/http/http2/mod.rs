@@ -648,6 +648,15 @@ impl DirectionState {
             None
         } else {
             match self.hpack.decode_block(&block.fragments) {
+                Ok(fields) if !well_formed(&fields) => {
+                    // HTTP/2 never sends this: more likely a false frame sync than a peer
+                    // bug. Whatever the block inserted cannot be trusted either.
+                    cx.stats.protocol_errors = cx.stats.protocol_errors.saturating_add(1);
+                    self.hpack.lose_block();
+                    self.exact_since_start = false;
+                    self.report_desync("malformed header list", cx);
+                    None
+                }
                 Ok(fields) => {
                     if self.hpack.is_fully_known() {
                         self.desync_reported = false;
@@ -742,6 +751,30 @@ impl DirectionState {
             timestamp_ns: cx.timestamp_ns,
         });
     }
+}
+
+/// RFC 9113 §8.2: lower-case token names, pseudo-fields (known ones) before regular fields.
+fn well_formed(fields: &[HeaderField]) -> bool {
+    const PSEUDO: [&str; 6] = [
+        ":method",
+        ":scheme",
+        ":path",
+        ":authority",
+        ":status",
+        ":protocol",
+    ];
+    let mut regular_seen = false;
+    fields.iter().all(|field| {
+        if field.name.starts_with(':') {
+            !regular_seen && PSEUDO.contains(&field.name.as_str())
+        } else {
+            regular_seen = true;
+            !field.name.is_empty()
+                && field.name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
+                })
+        }
+    })
 }
 
 /// Streams tracked per direction for head/trailers classification; the oldest are forgotten.

@@ -820,7 +820,7 @@ fn table_size_updates_and_settings_are_honoured() {
     client.size_update(0, &mut block);
     client.size_update(4096, &mut block);
     block.extend(client.encode(&request));
-    block.extend(client.encode(&request));
+    block.extend(client.encode(&[("x-a", "1")]));
     ingress.extend(frame(HEADERS, 0x5, 5, &block));
     let (events, decoder) = run(
         Role::Server,
@@ -834,7 +834,7 @@ fn table_size_updates_and_settings_are_honoured() {
         })
         .collect();
     let mut twice = fields(&request);
-    twice.extend(fields(&request));
+    twice.extend(fields(&[("x-a", "1")]));
     assert_eq!(
         heads,
         vec![
@@ -844,4 +844,38 @@ fn table_size_updates_and_settings_are_honoured() {
         ]
     );
     assert_eq!(decoder.stats().desyncs, 0);
+}
+
+#[test]
+fn malformed_header_lists_are_not_reported() {
+    let mut encoder = Encoder::new(false);
+    let mut ingress = CLIENT_PREFACE.to_vec();
+    // Upper-case name, then a pseudo-field after a regular one, then a good block.
+    ingress.extend(frame(
+        HEADERS,
+        0x5,
+        1,
+        &encoder.encode(&[(":method", "GET"), ("X-Upper", "1")]),
+    ));
+    ingress.extend(frame(
+        HEADERS,
+        0x5,
+        3,
+        &encoder.encode(&[("accept", "*/*"), (":path", "/")]),
+    ));
+    let mut clean = Encoder::new(false);
+    let mut block = Vec::new();
+    clean.size_update(0, &mut block);
+    block.extend(clean.encode(&[(":method", "GET"), (":path", "/ok")]));
+    ingress.extend(frame(HEADERS, 0x5, 5, &block));
+    let (events, decoder) = run(Role::Server, &[(IN, Piece::Bytes(&ingress))]);
+    let heads: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            HttpEvent::Head { stream, fields, .. } => Some((*stream, fields.is_some())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(heads, vec![(1, false), (3, false), (5, true)]);
+    assert_eq!(decoder.stats().protocol_errors, 2);
 }
