@@ -17,6 +17,8 @@ use crate::capture::{Direction, Role};
 
 /// Unanswered requests remembered for pairing; older ones are forgotten.
 const MAX_PENDING_REQUESTS: usize = 1024;
+/// Longest request or status line accepted.
+const MAX_START_LINE: usize = 16 * 1024;
 /// Longest chunk-size line accepted (with extensions).
 const MAX_CHUNK_LINE: usize = 1024;
 
@@ -66,8 +68,20 @@ enum State {
     /// Reading a head; `buf` holds it so far.
     Head {
         buf: Vec<u8>,
+        /// The start line was checked (as soon as it is complete, so that garbage is refused
+        /// early rather than after a whole head's worth of bytes).
+        start_line_ok: bool,
     },
     Body(Body),
+}
+
+impl State {
+    fn new_head() -> State {
+        State::Head {
+            buf: Vec::new(),
+            start_line_ok: false,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -138,7 +152,7 @@ impl Http1Connection {
         self.dirs
             .iter()
             .map(|dir| match &dir.state {
-                State::Head { buf } => buf.len(),
+                State::Head { buf, .. } => buf.len(),
                 State::Body(Body::ChunkSize { line }) => line.len(),
                 State::Body(Body::Trailers { buf }) => buf.len(),
                 _ => 0,
@@ -174,7 +188,7 @@ impl Http1Connection {
                             cx.stats.discarded_bytes.saturating_add(bytes.len() as u64);
                         return;
                     }
-                    dir.state = State::Head { buf: Vec::new() };
+                    dir.state = State::new_head();
                 }
                 self.consume(index, bytes, &mut cx);
             }
@@ -215,11 +229,30 @@ impl Http1Connection {
                         cx.stats.discarded_bytes.saturating_add(input.len() as u64);
                     return;
                 }
-                State::Head { buf } => {
+                State::Head { buf, start_line_ok } => {
                     let old = buf.len();
                     let room = max_head.saturating_sub(old).saturating_add(1);
                     let take = input.len().min(room);
                     buf.extend_from_slice(input.get(..take).unwrap_or_default());
+                    if !*start_line_ok {
+                        let line_region = buf.get(..MAX_START_LINE + 2).unwrap_or(buf);
+                        match detect::http1_start_line(
+                            line_region,
+                            dir.is_request_direction,
+                            MAX_START_LINE,
+                        ) {
+                            Detection::Found(_) => *start_line_ok = true,
+                            Detection::NeedMore => {}
+                            Detection::NotRecognized => {
+                                cx.stats.discarded_bytes =
+                                    cx.stats.discarded_bytes.saturating_add(input.len() as u64);
+                                cx.stats.protocol_errors =
+                                    cx.stats.protocol_errors.saturating_add(1);
+                                self.lose_sync(index, "not an HTTP/1 start line", cx);
+                                return;
+                            }
+                        }
+                    }
                     let scan_from = old.saturating_sub(3);
                     let end = buf
                         .get(scan_from..)
@@ -464,7 +497,7 @@ impl Http1Connection {
                     timestamp_ns: cx.timestamp_ns,
                 });
             }
-            dir.state = State::Head { buf: Vec::new() };
+            dir.state = State::new_head();
             return;
         }
         dir.start_message(stream, report, parsed.fields, framing, wire_bytes, cx);
@@ -530,8 +563,8 @@ impl DirectionState {
         cx: &mut Context<'_>,
     ) {
         let (state, end_stream) = match framing {
-            Framing::None => (State::Head { buf: Vec::new() }, true),
-            Framing::Length(0) => (State::Head { buf: Vec::new() }, true),
+            Framing::None => (State::new_head(), true),
+            Framing::Length(0) => (State::new_head(), true),
             Framing::UntilClose => (State::Body(Body::UntilClose), false),
             Framing::Length(remaining) => (State::Body(Body::Length { remaining }), false),
             Framing::Chunked => (State::Body(Body::ChunkSize { line: Vec::new() }), false),
@@ -576,7 +609,7 @@ impl DirectionState {
     }
 
     fn end_message(&mut self) {
-        self.state = State::Head { buf: Vec::new() };
+        self.state = State::new_head();
         self.current = None;
     }
 
@@ -1169,5 +1202,22 @@ HTTP/1.0 200 OK\r\n\r\nuntil close";
         assert!(out.iter().all(|e| !matches!(e, HttpEvent::Body { .. })));
         assert!(decoder.stats().protocol_errors >= 2);
         assert!(decoder.stats().buffer_overflows >= 1);
+    }
+
+    #[test]
+    fn garbage_after_a_message_is_refused_at_once() {
+        let mut piece = b"GET /a HTTP/1.1\r\n\r\n".to_vec();
+        piece.extend_from_slice(&[0x17; 5000]);
+        let (events, decoder) = run(&[
+            (IN, Piece::Bytes(&piece)),
+            (IN, Piece::Bytes(&[0x17; 100])),
+            (IN, Piece::Bytes(b"GET /b HTTP/1.1\r\n\r\n")),
+        ]);
+        assert_eq!(events.len(), 3);
+        assert!(matches!(events[1], HttpEvent::Desync { direction: IN, .. }));
+        // The lost bytes may have held a request: it gets no number.
+        assert!(matches!(events[2], HttpEvent::Head { stream: 2, .. }));
+        assert_eq!(decoder.stats().discarded_bytes, 5100);
+        assert_eq!(decoder.buffered_bytes(), 0);
     }
 }

@@ -121,10 +121,12 @@ enum PayloadBody {
         data: Vec<u8>,
         missing: u32,
     },
-    /// Kept whole up to `cap`; `lost` when a gap hit it or it passed `cap`.
+    /// Kept up to `cap`. Past `cap`, control frames keep their first `cap` bytes (all that
+    /// is read of them), header block frames are `lost`; a gap loses either.
     Buffered {
         buf: Vec<u8>,
         cap: usize,
+        keep_prefix: bool,
         lost: bool,
     },
     Skip,
@@ -464,12 +466,14 @@ impl DirectionState {
                     buf: Vec::new(),
                     // Room for the pad length, padding and priority fields too.
                     cap: block_room.saturating_add(1 + 255 + 5),
+                    keep_prefix: false,
                     lost: false,
                 }
             }
             Some(_) => PayloadBody::Buffered {
                 buf: Vec::new(),
                 cap: MAX_CONTROL_PAYLOAD,
+                keep_prefix: true,
                 lost: false,
             },
             None => PayloadBody::Skip,
@@ -822,8 +826,16 @@ fn payload_bytes(
                 });
             }
         }
-        PayloadBody::Buffered { buf, cap, lost } => {
-            if buf.len().saturating_add(bytes.len()) > *cap {
+        PayloadBody::Buffered {
+            buf,
+            cap,
+            keep_prefix,
+            lost,
+        } => {
+            if *keep_prefix {
+                let room = cap.saturating_sub(buf.len()).min(bytes.len());
+                buf.extend_from_slice(bytes.get(..room).unwrap_or_default());
+            } else if buf.len().saturating_add(bytes.len()) > *cap {
                 if !*lost {
                     cx.stats.buffer_overflows = cx.stats.buffer_overflows.saturating_add(1);
                 }

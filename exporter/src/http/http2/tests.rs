@@ -879,3 +879,72 @@ fn malformed_header_lists_are_not_reported() {
     assert_eq!(heads, vec![(1, false), (3, false), (5, true)]);
     assert_eq!(decoder.stats().protocol_errors, 2);
 }
+
+#[test]
+fn interim_responses_are_response_heads_and_long_goaway_is_read() {
+    let mut client = Encoder::new(false);
+    let mut server = Encoder::new(false);
+    let mut ingress = CLIENT_PREFACE.to_vec();
+    ingress.extend(frame(
+        HEADERS,
+        0x5,
+        1,
+        &client.encode(&[(":method", "GET"), (":path", "/")]),
+    ));
+    let mut egress = frame(
+        HEADERS,
+        0x4,
+        1,
+        &server.encode(&[(":status", "103"), ("link", "</a>")]),
+    );
+    egress.extend(frame(
+        HEADERS,
+        0x4,
+        1,
+        &server.encode(&[(":status", "200")]),
+    ));
+    egress.extend(frame(DATA, 0, 1, b"ok"));
+    egress.extend(frame(
+        HEADERS,
+        0x5,
+        1,
+        &server.encode(&[("grpc-status", "0")]),
+    ));
+    let mut goaway = vec![0, 0, 0, 1, 0, 0, 0, 2];
+    goaway.extend(vec![b'x'; 10_000]);
+    egress.extend(frame(GOAWAY, 0, 0, &goaway));
+    let (events, decoder) = run(
+        Role::Server,
+        &[(IN, Piece::Bytes(&ingress)), (OUT, Piece::Bytes(&egress))],
+    );
+    let kinds: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            HttpEvent::Head {
+                kind,
+                fields: Some(f),
+                ..
+            } => Some((*kind, f[0].value.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (MessageKind::Request, "GET".to_string()),
+            (MessageKind::Response, "103".to_string()),
+            (MessageKind::Response, "200".to_string()),
+            (MessageKind::Trailers, "0".to_string()),
+        ]
+    );
+    assert_eq!(
+        events.last(),
+        Some(&HttpEvent::GoAway {
+            last_stream_id: 1,
+            error_code: 2,
+            direction: OUT,
+            timestamp_ns: 7
+        })
+    );
+    assert_eq!(decoder.stats().buffer_overflows, 0);
+}
