@@ -511,6 +511,14 @@ impl Http1Connection {
         let Some(dir) = self.dirs.get_mut(index) else {
             return;
         };
+        // A head whose start line was seen is a message that existed; garbage is not.
+        let lost_head = matches!(
+            dir.state,
+            State::Head {
+                start_line_ok: true,
+                ..
+            }
+        );
         dir.state = State::Unsynced;
         dir.current = None;
         dir.unreported_wire = 0;
@@ -524,8 +532,11 @@ impl Http1Connection {
             });
         }
         if dir.is_request_direction {
-            // Assume one request was lost, so that its response does not take the next
-            // request's number.
+            if !lost_head {
+                return;
+            }
+            // One request was lost: keep its place so that its response does not take the
+            // next request's number.
             self.pending.push_back(PendingRequest {
                 stream: None,
                 head_method: false,
@@ -1218,6 +1229,25 @@ HTTP/1.0 200 OK\r\n\r\nuntil close";
         // The lost bytes may have held a request: it gets no number.
         assert!(matches!(events[2], HttpEvent::Head { stream: 2, .. }));
         assert_eq!(decoder.stats().discarded_bytes, 5100);
+        // Garbage is no lost request: the next response pairs with /b.
+        let mut out = Vec::new();
+        let mut decoder = decoder;
+        decoder.feed(
+            OUT,
+            3,
+            Piece::Bytes(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+            ),
+            &mut out,
+        );
+        let streams: Vec<_> = out
+            .iter()
+            .filter_map(|e| match e {
+                HttpEvent::Head { stream, .. } => Some(*stream),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(streams, vec![1, 2]);
         assert_eq!(decoder.buffered_bytes(), 0);
     }
 }
