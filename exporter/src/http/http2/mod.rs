@@ -187,12 +187,6 @@ impl Http2Connection {
         self.dirs.iter().map(DirectionState::buffered_bytes).sum()
     }
 
-    /// Whether every header block of `direction` so far was decoded exactly from the
-    /// connection's start.
-    pub fn is_exact(&self, direction: Direction) -> bool {
-        self.dirs[dir_index(direction)].exact_since_start && self.preface_seen
-    }
-
     /// `len` bytes of `direction` were dropped before this decoder was created (while the
     /// protocol was being detected): they count as stream bytes without frame sync.
     pub fn skip_unsynced(&mut self, direction: Direction, len: u64) {
