@@ -427,7 +427,7 @@ mod tests {
             (
                 Role::Server,
                 Direction::Ingress,
-                b"GET /api HTTP/1.1\r\n",
+                b"GET /api HTTP/1.1\r\nHost: a\r\n\r\n",
                 Protocol::Http1,
             ),
             (
@@ -436,10 +436,17 @@ mod tests {
                 b"GET /api HTTP/1.1",
                 Protocol::Unknown,
             ),
+            // A start line alone is not enough: it could be body text.
+            (
+                Role::Server,
+                Direction::Ingress,
+                b"GET /api HTTP/1.1\r\nHost: a\r\n",
+                Protocol::Unknown,
+            ),
             (
                 Role::Server,
                 Direction::Egress,
-                b"HTTP/1.1 200 OK\r\n",
+                b"HTTP/1.1 200 OK\r\n\r\n",
                 Protocol::Http1,
             ),
             // A request line in the response direction is nothing (yet).
@@ -452,7 +459,7 @@ mod tests {
             (
                 Role::Client,
                 Direction::Egress,
-                b"GET /api HTTP/1.1\r\n",
+                b"GET /api HTTP/1.1\r\n\r\n",
                 Protocol::Http1,
             ),
             (

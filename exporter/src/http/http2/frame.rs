@@ -247,12 +247,12 @@ pub fn read_u32(bytes: &[u8]) -> Option<u32> {
 
 /// SETTINGS parameters as (identifier, value).
 pub fn settings(payload: &[u8]) -> impl Iterator<Item = (u16, u32)> + '_ {
-    payload.chunks_exact(6).map(|entry| {
-        let [i0, i1, v0, v1, v2, v3] = [entry[0], entry[1], entry[2], entry[3], entry[4], entry[5]];
-        (
+    payload.chunks_exact(6).filter_map(|entry| {
+        let [i0, i1, v0, v1, v2, v3] = <[u8; 6]>::try_from(entry).ok()?;
+        Some((
             u16::from_be_bytes([i0, i1]),
             u32::from_be_bytes([v0, v1, v2, v3]),
-        )
+        ))
     })
 }
 
