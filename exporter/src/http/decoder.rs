@@ -80,7 +80,7 @@ pub struct DecoderStats {
     /// Header blocks reported with `fields: None`.
     pub header_blocks_undecoded: u64,
     pub push_promises: u64,
-    /// Losses of frame sync or of HPACK state.
+    /// Losses of frame sync, lost header blocks and header blocks that could not be decoded.
     pub desyncs: u64,
     /// Frame sync found again at a piece start after joining late or losing it.
     pub resyncs: u64,

@@ -18,6 +18,8 @@ use crate::http::HeaderField;
 
 /// RFC 7541 §4.1: an entry's size is its name and value lengths plus 32.
 const ENTRY_OVERHEAD: usize = 32;
+/// Index of the newest dynamic table entry (after the 61 static ones).
+const FIRST_DYNAMIC_INDEX: u64 = 62;
 /// The HTTP/2 default of SETTINGS_HEADER_TABLE_SIZE.
 pub const DEFAULT_TABLE_SIZE: usize = 4096;
 
@@ -341,6 +343,11 @@ impl Decoder {
                     return Err(first_error.unwrap_or(error));
                 }
             }
+        }
+        if let Some(DecodeError::InvalidIndex(FIRST_DYNAMIC_INDEX..)) = first_error {
+            // The peer referenced an entry this decoder believed evicted or never there: its
+            // idea of the older entries was wrong (the known ones stay a correct prefix).
+            self.table.older_unknown = true;
         }
         match first_error {
             Some(error) => Err(error),
@@ -724,6 +731,12 @@ mod tests {
         assert_eq!(
             decoder.decode_block(&[0xbe]),
             Err(DecodeError::InvalidIndex(62))
+        );
+        // Such a reference means the decoder's belief was wrong: from now on, unknown.
+        assert!(!decoder.is_fully_known());
+        assert_eq!(
+            decoder.decode_block(&[0xbe]),
+            Err(DecodeError::UnknownIndex(62))
         );
     }
 
