@@ -80,7 +80,7 @@ pub struct DecoderStats {
     /// Header blocks reported with `fields: None`.
     pub header_blocks_undecoded: u64,
     pub push_promises: u64,
-    /// Losses of frame sync or of HPACK state.
+    /// Losses of frame sync, lost header blocks and header blocks that could not be decoded.
     pub desyncs: u64,
     /// Frame sync found again at a piece start after joining late or losing it.
     pub resyncs: u64,
@@ -162,7 +162,13 @@ fn dir_index(direction: Direction) -> usize {
 }
 
 impl ProtocolDecoder {
-    pub fn new(role: Role, limits: ProtocolLimits) -> Self {
+    /// `limits` are clamped so that no single buffer can pass
+    /// `max_buffered_bytes_per_direction`.
+    pub fn new(role: Role, mut limits: ProtocolLimits) -> Self {
+        let per_direction = limits.max_buffered_bytes_per_direction;
+        limits.max_header_block_bytes = limits.max_header_block_bytes.min(per_direction / 2);
+        limits.max_body_event_bytes = limits.max_body_event_bytes.min(per_direction / 4).max(1);
+        limits.max_http1_head_bytes = limits.max_http1_head_bytes.min(per_direction / 2);
         ProtocolDecoder {
             role,
             limits,
@@ -405,5 +411,130 @@ impl Detector {
         let dropped = &mut self.dropped[dir_index(direction)];
         *dropped = dropped.saturating_add(len);
         len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which protocol the first pieces decide, for both roles.
+    #[test]
+    fn protocol_detection_table() {
+        let settings: &[u8] = &[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100];
+        let window_update: &[u8] = &[0, 0, 4, 8, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        let cases: Vec<(Role, Direction, &[u8], Protocol)> = vec![
+            (
+                Role::Server,
+                Direction::Ingress,
+                b"GET /api HTTP/1.1\r\nHost: a\r\n\r\n",
+                Protocol::Http1,
+            ),
+            (
+                Role::Server,
+                Direction::Ingress,
+                b"GET /api HTTP/1.1",
+                Protocol::Unknown,
+            ),
+            // A start line alone is not enough: it could be body text.
+            (
+                Role::Server,
+                Direction::Ingress,
+                b"GET /api HTTP/1.1\r\nHost: a\r\n",
+                Protocol::Unknown,
+            ),
+            (
+                Role::Server,
+                Direction::Egress,
+                b"HTTP/1.1 200 OK\r\n\r\n",
+                Protocol::Http1,
+            ),
+            // A request line in the response direction is nothing (yet).
+            (
+                Role::Server,
+                Direction::Egress,
+                b"GET /api HTTP/1.1\r\n",
+                Protocol::Unknown,
+            ),
+            (
+                Role::Client,
+                Direction::Egress,
+                b"GET /api HTTP/1.1\r\n\r\n",
+                Protocol::Http1,
+            ),
+            (
+                Role::Server,
+                Direction::Ingress,
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+                Protocol::Http2,
+            ),
+            (
+                Role::Client,
+                Direction::Egress,
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+                Protocol::Http2,
+            ),
+            (
+                Role::Server,
+                Direction::Ingress,
+                b"PRI * HTTP/2.0\r\n",
+                Protocol::Unknown,
+            ),
+            (Role::Server, Direction::Egress, settings, Protocol::Http2),
+            (
+                Role::Server,
+                Direction::Ingress,
+                window_update,
+                Protocol::Http2,
+            ),
+            (
+                Role::Server,
+                Direction::Ingress,
+                b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1",
+                Protocol::Unknown,
+            ),
+            (
+                Role::Server,
+                Direction::Ingress,
+                b"{\"kind\":\"Status\"}",
+                Protocol::Unknown,
+            ),
+        ];
+        for (role, direction, bytes, expected) in cases {
+            let mut decoder = ProtocolDecoder::new(role, ProtocolLimits::default());
+            let mut out = Vec::new();
+            decoder.feed(direction, 1, Piece::Bytes(bytes), &mut out);
+            assert_eq!(
+                decoder.protocol(),
+                expected,
+                "{role:?} {direction:?} {:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
+    #[test]
+    fn undetected_bytes_are_bounded_then_opaque() {
+        let limits = ProtocolLimits {
+            max_undetected_bytes: 1000,
+            ..ProtocolLimits::default()
+        };
+        let mut decoder = ProtocolDecoder::new(Role::Server, limits);
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            decoder.feed(Direction::Ingress, 1, Piece::Bytes(&[0xee; 150]), &mut out);
+            assert!(decoder.buffered_bytes() <= 150);
+        }
+        assert_eq!(decoder.protocol(), Protocol::Opaque);
+        assert_eq!(decoder.stats().unrecognized, 1);
+        assert_eq!(decoder.stats().discarded_bytes, 1050);
+        decoder.feed(
+            Direction::Ingress,
+            1,
+            Piece::Bytes(b"GET / HTTP/1.1\r\n\r\n"),
+            &mut out,
+        );
+        assert_eq!(decoder.protocol(), Protocol::Opaque);
+        assert!(out.is_empty());
     }
 }

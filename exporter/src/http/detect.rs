@@ -42,7 +42,7 @@ impl Detection {
 }
 
 /// Classifies the bytes from a piece start of one direction. `max_line` bounds an HTTP/1.x
-/// start line, `max_frame_payload` a candidate frame.
+/// head, `max_frame_payload` a candidate frame.
 pub fn classify(
     bytes: &[u8],
     is_request_direction: bool,
@@ -68,9 +68,21 @@ pub fn classify(
         Some(false) => Detection::NotRecognized,
         None => Detection::NeedMore,
     };
-    preface
-        .or(http1_start_line(bytes, is_request_direction, max_line))
-        .or(frames)
+    // A start line alone could be the start of a body that happens to hold HTTP text: the
+    // whole head must be there too.
+    let http1 = match http1_start_line(bytes, is_request_direction, max_line) {
+        Detection::Found(start) => {
+            if bytes.windows(4).any(|w| w == b"\r\n\r\n") {
+                Detection::Found(start)
+            } else if bytes.len() <= max_line {
+                Detection::NeedMore
+            } else {
+                Detection::NotRecognized
+            }
+        }
+        other => other,
+    };
+    preface.or(http1).or(frames)
 }
 
 /// Whether `bytes` begin with an HTTP/1.x request line (request direction) or status line.
@@ -78,7 +90,8 @@ pub fn http1_start_line(bytes: &[u8], is_request_direction: bool, max_line: usiz
     let line_end = bytes.windows(2).position(|pair| pair == b"\r\n");
     let line = match line_end {
         Some(end) => bytes.get(..end).unwrap_or_default(),
-        None => bytes,
+        // An unfinished line may end with the CR of its CRLF.
+        None => bytes.strip_suffix(b"\r").unwrap_or(bytes),
     };
     if line.len() > max_line {
         return Detection::NotRecognized;
@@ -168,28 +181,35 @@ mod tests {
                 Detection::NotRecognized,
             ),
             (
-                b"GET /api HTTP/1.1\r\n",
+                b"GET /api HTTP/1.1\r\n\r\n",
                 true,
                 Detection::Found(Start::Http1Request),
             ),
             (
-                b"DELETE /api/v1/pods/x HTTP/1.0\r\nHost: a\r\n",
+                b"DELETE /api/v1/pods/x HTTP/1.0\r\nHost: a\r\n\r\n",
                 true,
                 Detection::Found(Start::Http1Request),
             ),
             (b"GE", true, Detection::NeedMore),
             (b"GET /api HT", true, Detection::NeedMore),
+            (
+                b"GET /api HTTP/1.1\r\nHost: a\r\n",
+                true,
+                Detection::NeedMore,
+            ),
+            (b"GET /api HTTP/1.1\r", true, Detection::NeedMore),
+            (b"HTTP/1.1 200 OK\r", false, Detection::NeedMore),
             (b"GET /api HTTP/2.0\r\n", true, Detection::NotRecognized),
             (b"FETCH /api HTTP/1.1\r\n", true, Detection::NotRecognized),
             (b"GET  /api HTTP/1.1\r\n", true, Detection::NotRecognized),
             (b"GET /api HTTP/1.1\r\n", false, Detection::NotRecognized),
             (
-                b"HTTP/1.1 200 OK\r\n",
+                b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n",
                 false,
                 Detection::Found(Start::Http1Response),
             ),
             (
-                b"HTTP/1.1 101\r\n",
+                b"HTTP/1.1 101\r\n\r\n",
                 false,
                 Detection::Found(Start::Http1Response),
             ),

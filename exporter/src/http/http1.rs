@@ -17,6 +17,8 @@ use crate::capture::{Direction, Role};
 
 /// Unanswered requests remembered for pairing; older ones are forgotten.
 const MAX_PENDING_REQUESTS: usize = 1024;
+/// Longest request or status line accepted.
+const MAX_START_LINE: usize = 16 * 1024;
 /// Longest chunk-size line accepted (with extensions).
 const MAX_CHUNK_LINE: usize = 1024;
 
@@ -66,8 +68,20 @@ enum State {
     /// Reading a head; `buf` holds it so far.
     Head {
         buf: Vec<u8>,
+        /// The start line was checked (as soon as it is complete, so that garbage is refused
+        /// early rather than after a whole head's worth of bytes).
+        start_line_ok: bool,
     },
     Body(Body),
+}
+
+impl State {
+    fn new_head() -> State {
+        State::Head {
+            buf: Vec::new(),
+            start_line_ok: false,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -138,7 +152,7 @@ impl Http1Connection {
         self.dirs
             .iter()
             .map(|dir| match &dir.state {
-                State::Head { buf } => buf.len(),
+                State::Head { buf, .. } => buf.len(),
                 State::Body(Body::ChunkSize { line }) => line.len(),
                 State::Body(Body::Trailers { buf }) => buf.len(),
                 _ => 0,
@@ -174,7 +188,7 @@ impl Http1Connection {
                             cx.stats.discarded_bytes.saturating_add(bytes.len() as u64);
                         return;
                     }
-                    dir.state = State::Head { buf: Vec::new() };
+                    dir.state = State::new_head();
                 }
                 self.consume(index, bytes, &mut cx);
             }
@@ -215,11 +229,30 @@ impl Http1Connection {
                         cx.stats.discarded_bytes.saturating_add(input.len() as u64);
                     return;
                 }
-                State::Head { buf } => {
+                State::Head { buf, start_line_ok } => {
                     let old = buf.len();
                     let room = max_head.saturating_sub(old).saturating_add(1);
                     let take = input.len().min(room);
                     buf.extend_from_slice(input.get(..take).unwrap_or_default());
+                    if !*start_line_ok {
+                        let line_region = buf.get(..MAX_START_LINE + 2).unwrap_or(buf);
+                        match detect::http1_start_line(
+                            line_region,
+                            dir.is_request_direction,
+                            MAX_START_LINE,
+                        ) {
+                            Detection::Found(_) => *start_line_ok = true,
+                            Detection::NeedMore => {}
+                            Detection::NotRecognized => {
+                                cx.stats.discarded_bytes =
+                                    cx.stats.discarded_bytes.saturating_add(input.len() as u64);
+                                cx.stats.protocol_errors =
+                                    cx.stats.protocol_errors.saturating_add(1);
+                                self.lose_sync(index, "not an HTTP/1 start line", cx);
+                                return;
+                            }
+                        }
+                    }
                     let scan_from = old.saturating_sub(3);
                     let end = buf
                         .get(scan_from..)
@@ -316,6 +349,8 @@ impl Http1Connection {
                         }
                         Body::Trailers { buf } => {
                             let old = buf.len();
+                            let room = max_head.saturating_sub(old).saturating_add(1);
+                            let input = input.get(..room.min(input.len())).unwrap_or_default();
                             buf.extend_from_slice(input);
                             let end = if buf.starts_with(b"\r\n") {
                                 Some(2)
@@ -462,7 +497,7 @@ impl Http1Connection {
                     timestamp_ns: cx.timestamp_ns,
                 });
             }
-            dir.state = State::Head { buf: Vec::new() };
+            dir.state = State::new_head();
             return;
         }
         dir.start_message(stream, report, parsed.fields, framing, wire_bytes, cx);
@@ -476,6 +511,14 @@ impl Http1Connection {
         let Some(dir) = self.dirs.get_mut(index) else {
             return;
         };
+        // A head whose start line was seen is a message that existed; garbage is not.
+        let lost_head = matches!(
+            dir.state,
+            State::Head {
+                start_line_ok: true,
+                ..
+            }
+        );
         dir.state = State::Unsynced;
         dir.current = None;
         dir.unreported_wire = 0;
@@ -489,8 +532,11 @@ impl Http1Connection {
             });
         }
         if dir.is_request_direction {
-            // Assume one request was lost, so that its response does not take the next
-            // request's number.
+            if !lost_head {
+                return;
+            }
+            // One request was lost: keep its place so that its response does not take the
+            // next request's number.
             self.pending.push_back(PendingRequest {
                 stream: None,
                 head_method: false,
@@ -528,8 +574,8 @@ impl DirectionState {
         cx: &mut Context<'_>,
     ) {
         let (state, end_stream) = match framing {
-            Framing::None => (State::Head { buf: Vec::new() }, true),
-            Framing::Length(0) => (State::Head { buf: Vec::new() }, true),
+            Framing::None => (State::new_head(), true),
+            Framing::Length(0) => (State::new_head(), true),
             Framing::UntilClose => (State::Body(Body::UntilClose), false),
             Framing::Length(remaining) => (State::Body(Body::Length { remaining }), false),
             Framing::Chunked => (State::Body(Body::ChunkSize { line: Vec::new() }), false),
@@ -574,7 +620,7 @@ impl DirectionState {
     }
 
     fn end_message(&mut self) {
-        self.state = State::Head { buf: Vec::new() };
+        self.state = State::new_head();
         self.current = None;
     }
 
@@ -716,4 +762,492 @@ fn parse_fields(block: &[u8]) -> Option<Vec<HeaderField>> {
         ));
     }
     Some(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::http::{Protocol, ProtocolDecoder, ProtocolLimits};
+
+    const IN: Direction = Direction::Ingress;
+    const OUT: Direction = Direction::Egress;
+
+    fn run(pieces: &[(Direction, Piece<'_>)]) -> (Vec<HttpEvent>, ProtocolDecoder) {
+        let mut decoder = ProtocolDecoder::new(Role::Server, ProtocolLimits::default());
+        let mut out = Vec::new();
+        for (direction, piece) in pieces {
+            decoder.feed(*direction, 3, *piece, &mut out);
+        }
+        (out, decoder)
+    }
+
+    fn head(
+        stream: u32,
+        kind: MessageKind,
+        pairs: &[(&str, &str)],
+        end: bool,
+        wire: usize,
+    ) -> HttpEvent {
+        HttpEvent::Head {
+            stream,
+            kind,
+            fields: Some(
+                pairs
+                    .iter()
+                    .map(|(n, v)| HeaderField::new(*n, *v))
+                    .collect(),
+            ),
+            end_stream: end,
+            wire_bytes: wire as u64,
+            timestamp_ns: 3,
+        }
+    }
+
+    fn body(stream: u32, kind: MessageKind, data: &[u8], end: bool, wire: usize) -> HttpEvent {
+        HttpEvent::Body {
+            stream,
+            kind,
+            data: data.to_vec(),
+            missing: 0,
+            end_stream: end,
+            wire_bytes: wire as u64,
+            timestamp_ns: 3,
+        }
+    }
+
+    const REQUESTS: &[u8] =
+        b"GET /api/v1/pods?limit=5 HTTP/1.1\r\nHost: k8s:6443\r\nUser-Agent: curl/8\r\n\r\n\
+POST /api/v1/namespaces/a/pods HTTP/1.1\r\nHost: k8s\r\nTransfer-Encoding: chunked\r\n\r\n\
+5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n\
+HEAD /x HTTP/1.1\r\nhost: k8s\r\n\r\n";
+    const RESPONSES: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabcde\
+HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n\
+HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
+
+    #[test]
+    fn pipelined_requests_chunked_bodies_trailers_and_head() {
+        let (events, decoder) =
+            run(&[(IN, Piece::Bytes(REQUESTS)), (OUT, Piece::Bytes(RESPONSES))]);
+        use MessageKind::*;
+        assert_eq!(
+            events,
+            vec![
+                head(
+                    1,
+                    Request,
+                    &[
+                        (":method", "GET"),
+                        (":path", "/api/v1/pods?limit=5"),
+                        (":authority", "k8s:6443"),
+                        ("host", "k8s:6443"),
+                        ("user-agent", "curl/8"),
+                    ],
+                    true,
+                    73
+                ),
+                head(
+                    2,
+                    Request,
+                    &[
+                        (":method", "POST"),
+                        (":path", "/api/v1/namespaces/a/pods"),
+                        (":authority", "k8s"),
+                        ("host", "k8s"),
+                        ("transfer-encoding", "chunked"),
+                    ],
+                    false,
+                    82
+                ),
+                body(2, Request, b"hello", false, 8),
+                body(2, Request, b" world", false, 2 + 9 + 6),
+                head(2, Trailers, &[("x-trailer", "t")], true, 2 + 3 + 16),
+                head(
+                    3,
+                    Request,
+                    &[
+                        (":method", "HEAD"),
+                        (":path", "/x"),
+                        (":authority", "k8s"),
+                        ("host", "k8s")
+                    ],
+                    true,
+                    31
+                ),
+                head(
+                    1,
+                    Response,
+                    &[(":status", "200"), ("content-length", "5")],
+                    false,
+                    38
+                ),
+                body(1, Response, b"abcde", true, 5),
+                head(
+                    2,
+                    Response,
+                    &[(":status", "201"), ("transfer-encoding", "chunked")],
+                    false,
+                    52
+                ),
+                body(2, Response, b"xyz", false, 6),
+                body(2, Response, b"", true, 2 + 3 + 2),
+                head(
+                    3,
+                    Response,
+                    &[(":status", "200"), ("content-length", "100")],
+                    true,
+                    40
+                ),
+            ]
+        );
+        assert_eq!(decoder.protocol(), Protocol::Http1);
+        assert_eq!(decoder.stats().http1_heads, 6);
+        assert_eq!(decoder.buffered_bytes(), 0);
+    }
+
+    /// Heads (and other events) in order, body bytes and wire bytes per (stream, is request),
+    /// and the streams whose messages ended, in order.
+    type Normalized = (
+        Vec<HttpEvent>,
+        BTreeMap<(u32, bool), (Vec<u8>, u64)>,
+        Vec<u32>,
+    );
+
+    fn normalize(events: &[HttpEvent]) -> Normalized {
+        let mut heads = Vec::new();
+        let mut bodies: BTreeMap<(u32, bool), (Vec<u8>, u64)> = BTreeMap::new();
+        let mut ends = Vec::new();
+        for event in events {
+            match event {
+                HttpEvent::Head {
+                    stream, end_stream, ..
+                } => {
+                    heads.push(event.clone());
+                    if *end_stream {
+                        ends.push(*stream);
+                    }
+                }
+                HttpEvent::Body {
+                    stream,
+                    kind,
+                    data,
+                    end_stream,
+                    wire_bytes,
+                    ..
+                } => {
+                    let entry = bodies
+                        .entry((*stream, *kind == MessageKind::Request))
+                        .or_default();
+                    entry.0.extend_from_slice(data);
+                    entry.1 += wire_bytes;
+                    if *end_stream {
+                        ends.push(*stream);
+                    }
+                }
+                other => heads.push(other.clone()),
+            }
+        }
+        (heads, bodies, ends)
+    }
+
+    #[test]
+    fn split_at_every_byte_boundary_gives_the_same_messages() {
+        let (reference, _) = run(&[(IN, Piece::Bytes(REQUESTS)), (OUT, Piece::Bytes(RESPONSES))]);
+        let reference = normalize(&reference);
+        for k in 1..REQUESTS.len() {
+            let (a, b) = REQUESTS.split_at(k);
+            // The second piece starts mid-message: it must continue, not resync.
+            let (events, _) = run(&[
+                (IN, Piece::Bytes(a)),
+                (IN, Piece::Bytes(b)),
+                (OUT, Piece::Bytes(RESPONSES)),
+            ]);
+            assert_eq!(normalize(&events), reference, "request split at {k}");
+        }
+        for k in 1..RESPONSES.len() {
+            let (a, b) = RESPONSES.split_at(k);
+            let (events, _) = run(&[
+                (IN, Piece::Bytes(REQUESTS)),
+                (OUT, Piece::Bytes(a)),
+                (OUT, Piece::Bytes(b)),
+            ]);
+            assert_eq!(normalize(&events), reference, "response split at {k}");
+        }
+        let mut bytes: Vec<_> = REQUESTS.chunks(1).map(|b| (IN, Piece::Bytes(b))).collect();
+        bytes.extend(RESPONSES.chunks(1).map(|b| (OUT, Piece::Bytes(b))));
+        assert_eq!(normalize(&run(&bytes).0), reference);
+    }
+
+    #[test]
+    fn switching_protocols_makes_the_connection_opaque() {
+        let request = b"GET /api/v1/namespaces/a/pods/p/exec?command=sh HTTP/1.1\r\nHost: k\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let response = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x82\x05hello";
+        let (events, decoder) = run(&[
+            (IN, Piece::Bytes(request)),
+            (OUT, Piece::Bytes(response)),
+            (IN, Piece::Bytes(b"\x81\x85GET / HTTP/1.1\r\n\r\n")),
+        ]);
+        assert_eq!(events.len(), 2);
+        assert!(matches!(
+            &events[1],
+            HttpEvent::Head {
+                stream: 1,
+                kind: MessageKind::Response,
+                end_stream: true,
+                ..
+            }
+        ));
+        assert_eq!(decoder.protocol(), Protocol::Opaque);
+        assert_eq!(decoder.stats().protocol_switches, 1);
+        assert_eq!(decoder.stats().opaque_bytes, 20);
+    }
+
+    #[test]
+    fn connect_success_makes_the_connection_opaque() {
+        let (events, decoder) = run(&[
+            (
+                IN,
+                Piece::Bytes(b"CONNECT etcd:2379 HTTP/1.1\r\nHost: etcd:2379\r\n\r\n"),
+            ),
+            (IN, Piece::Bytes(b"\x16\x03\x01tunnel")),
+            (
+                OUT,
+                Piece::Bytes(b"HTTP/1.1 200 Connection established\r\n\r\n"),
+            ),
+            (OUT, Piece::Bytes(b"\x16\x03\x03tunnel")),
+        ]);
+        assert_eq!(events.len(), 2);
+        assert_eq!(decoder.protocol(), Protocol::Opaque);
+        assert_eq!(decoder.stats().protocol_switches, 1);
+    }
+
+    #[test]
+    fn interim_no_body_and_close_delimited_responses() {
+        let requests = b"POST /a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi\
+DELETE /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\nGET /d HTTP/1.0\r\n\r\n";
+        let responses =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n\
+HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\nHTTP/1.1 304 Not Modified\r\n\r\n\
+HTTP/1.0 200 OK\r\n\r\nuntil close";
+        let mut decoder = ProtocolDecoder::new(Role::Server, ProtocolLimits::default());
+        let mut events = Vec::new();
+        decoder.feed(IN, 3, Piece::Bytes(requests), &mut events);
+        decoder.feed(OUT, 3, Piece::Bytes(responses), &mut events);
+        decoder.close(4, &mut events);
+        let summary: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                HttpEvent::Head {
+                    stream,
+                    kind: MessageKind::Response,
+                    fields: Some(f),
+                    end_stream,
+                    ..
+                } => Some((*stream, f[0].value.clone(), *end_stream)),
+                HttpEvent::Body {
+                    stream,
+                    kind: MessageKind::Response,
+                    data,
+                    end_stream,
+                    ..
+                } => Some((
+                    *stream,
+                    String::from_utf8_lossy(data).into_owned(),
+                    *end_stream,
+                )),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<(u32, String, bool)> = vec![
+            (1, "100".into(), false),
+            (1, "200".into(), true),
+            (2, "204".into(), true),
+            (3, "304".into(), true),
+            (4, "200".into(), false),
+            (4, "until close".into(), false),
+            (4, "".into(), true),
+        ];
+        assert_eq!(summary, expected);
+        assert!(matches!(
+            events.last(),
+            Some(HttpEvent::Body {
+                timestamp_ns: 4,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn gaps_in_bodies_are_reported_as_missing() {
+        let request = b"PUT /x HTTP/1.1\r\nContent-Length: 10\r\n\r\n";
+        let (events, decoder) = run(&[
+            (IN, Piece::Bytes(request)),
+            (IN, Piece::Bytes(b"abc")),
+            (IN, Piece::Gap(4)),
+            (IN, Piece::Bytes(b"hij")),
+            (IN, Piece::Bytes(b"GET /next HTTP/1.1\r\n\r\n")),
+        ]);
+        let bodies: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                HttpEvent::Body {
+                    data,
+                    missing,
+                    end_stream,
+                    ..
+                } => Some((data.clone(), *missing, *end_stream)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            bodies,
+            vec![
+                (b"abc".to_vec(), 0, false),
+                (vec![], 4, false),
+                (b"hij".to_vec(), 0, true)
+            ]
+        );
+        assert!(matches!(
+            events.last(),
+            Some(HttpEvent::Head {
+                stream: 2,
+                end_stream: true,
+                ..
+            })
+        ));
+        assert_eq!(decoder.stats().desyncs, 0);
+    }
+
+    #[test]
+    fn gap_in_a_head_resyncs_on_the_next_start_line() {
+        let (events, decoder) = run(&[
+            (IN, Piece::Bytes(b"GET /a HTTP/1.1\r\nHo")),
+            (IN, Piece::Gap(50)),
+            (IN, Piece::Bytes(b"st: x\r\n\r\n")),
+            (IN, Piece::Bytes(b"GET /b HTTP/1.1\r\n\r\n")),
+            (
+                OUT,
+                Piece::Bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            ),
+            (
+                OUT,
+                Piece::Bytes(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+            ),
+        ]);
+        assert!(matches!(events[0], HttpEvent::Desync { direction: IN, .. }));
+        // The lost request keeps its place: /b is request 1 as far as numbering goes (the
+        // lost one had none), and its response is the second one.
+        let heads: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                HttpEvent::Head {
+                    stream,
+                    fields: Some(f),
+                    ..
+                } => Some((*stream, f[0].value.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(heads, vec![(1, "GET".to_string()), (1, "404".to_string())]);
+        assert_eq!(decoder.stats().http1_unpaired_responses, 1);
+    }
+
+    #[test]
+    fn joining_mid_body_waits_for_a_start_line() {
+        let (events, decoder) = run(&[
+            (OUT, Piece::Bytes(b"{\"items\":[]}")),
+            (IN, Piece::Bytes(b"ze\": 5}")),
+            (IN, Piece::Bytes(b"GET /api HTTP/1.1\r\nHost: a\r\n\r\n")),
+            (
+                OUT,
+                Piece::Bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"),
+            ),
+        ]);
+        assert_eq!(decoder.protocol(), Protocol::Http1);
+        assert_eq!(events.len(), 3);
+        assert!(matches!(
+            &events[2],
+            HttpEvent::Body {
+                stream: 1,
+                end_stream: true,
+                ..
+            }
+        ));
+        assert_eq!(decoder.stats().discarded_bytes, 12 + 7);
+    }
+
+    #[test]
+    fn malformed_and_oversized_heads_do_not_panic() {
+        let limits = ProtocolLimits {
+            max_http1_head_bytes: 64,
+            ..ProtocolLimits::default()
+        };
+        let mut decoder = ProtocolDecoder::new(Role::Server, limits);
+        let mut out = Vec::new();
+        decoder.feed(
+            IN,
+            1,
+            Piece::Bytes(b"GET / HTTP/1.1\r\nno colon here\r\n\r\n"),
+            &mut out,
+        );
+        decoder.feed(
+            IN,
+            1,
+            Piece::Bytes(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
+            &mut out,
+        );
+        decoder.feed(
+            IN,
+            1,
+            Piece::Bytes(&[b"GET / HTTP/1.1\r\nA: ".as_slice(), &[b'a'; 200]].concat()),
+            &mut out,
+        );
+        decoder.feed(
+            IN,
+            1,
+            Piece::Bytes(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+            &mut out,
+        );
+        assert!(decoder.buffered_bytes() <= 65);
+        assert!(out.iter().all(|e| !matches!(e, HttpEvent::Body { .. })));
+        assert!(decoder.stats().protocol_errors >= 2);
+        assert!(decoder.stats().buffer_overflows >= 1);
+    }
+
+    #[test]
+    fn garbage_after_a_message_is_refused_at_once() {
+        let mut piece = b"GET /a HTTP/1.1\r\n\r\n".to_vec();
+        piece.extend_from_slice(&[0x17; 5000]);
+        let (events, decoder) = run(&[
+            (IN, Piece::Bytes(&piece)),
+            (IN, Piece::Bytes(&[0x17; 100])),
+            (IN, Piece::Bytes(b"GET /b HTTP/1.1\r\n\r\n")),
+        ]);
+        assert_eq!(events.len(), 3);
+        assert!(matches!(events[1], HttpEvent::Desync { direction: IN, .. }));
+        // The lost bytes may have held a request: it gets no number.
+        assert!(matches!(events[2], HttpEvent::Head { stream: 2, .. }));
+        assert_eq!(decoder.stats().discarded_bytes, 5100);
+        // Garbage is no lost request: the next response pairs with /b.
+        let mut out = Vec::new();
+        let mut decoder = decoder;
+        decoder.feed(
+            OUT,
+            3,
+            Piece::Bytes(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+            ),
+            &mut out,
+        );
+        let streams: Vec<_> = out
+            .iter()
+            .filter_map(|e| match e {
+                HttpEvent::Head { stream, .. } => Some(*stream),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(streams, vec![1, 2]);
+        assert_eq!(decoder.buffered_bytes(), 0);
+    }
 }

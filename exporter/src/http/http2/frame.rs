@@ -3,6 +3,8 @@
 //! boundaries in a stream the decoder joined in the middle.
 
 pub const FRAME_HEADER_LEN: usize = 9;
+/// SETTINGS_MAX_FRAME_SIZE before a peer raises it.
+pub const DEFAULT_MAX_FRAME_SIZE: u32 = 16_384;
 /// The largest frame payload the protocol allows (2^24 - 1).
 pub const MAX_FRAME_PAYLOAD: u32 = (1 << 24) - 1;
 /// The connection preface a client sends first.
@@ -153,6 +155,20 @@ impl FrameHeader {
         Ok(())
     }
 
+    /// [`FrameHeader::check`] plus what peers never send although a receiver would tolerate
+    /// it: a set reserved bit, or an unknown frame type longer than the default maximum frame
+    /// size (such a header more likely means that sync was lost).
+    pub fn check_in_sync(&self, max_payload: u32) -> Result<(), &'static str> {
+        self.check(max_payload)?;
+        if self.reserved_bit {
+            return Err("reserved stream id bit set");
+        }
+        if self.frame_type().is_none() && self.length > DEFAULT_MAX_FRAME_SIZE {
+            return Err("long frame of unknown type");
+        }
+        Ok(())
+    }
+
     /// Stricter test for a frame boundary candidate found while out of sync: a known type that
     /// can start a unit of decoding (not CONTINUATION), only defined flags, reserved bit clear,
     /// and, for stream frames, an odd (client-initiated) stream id.
@@ -186,7 +202,7 @@ pub fn plausible_frames_at(bytes: &[u8], max_payload: u32) -> Option<bool> {
     let mut offset = FRAME_HEADER_LEN + first.length as usize;
     // Bounded: every step advances by at least 9 bytes.
     while let Some(next) = bytes.get(offset..).and_then(FrameHeader::from_prefix) {
-        if next.check(max_payload).is_err() || next.reserved_bit {
+        if next.check_in_sync(max_payload).is_err() {
             return Some(false);
         }
         offset += FRAME_HEADER_LEN + next.length as usize;
@@ -231,12 +247,12 @@ pub fn read_u32(bytes: &[u8]) -> Option<u32> {
 
 /// SETTINGS parameters as (identifier, value).
 pub fn settings(payload: &[u8]) -> impl Iterator<Item = (u16, u32)> + '_ {
-    payload.chunks_exact(6).map(|entry| {
-        let [i0, i1, v0, v1, v2, v3] = [entry[0], entry[1], entry[2], entry[3], entry[4], entry[5]];
-        (
+    payload.chunks_exact(6).filter_map(|entry| {
+        let [i0, i1, v0, v1, v2, v3] = <[u8; 6]>::try_from(entry).ok()?;
+        Some((
             u16::from_be_bytes([i0, i1]),
             u32::from_be_bytes([v0, v1, v2, v3]),
-        )
+        ))
     })
 }
 

@@ -18,11 +18,13 @@ use crate::http::HeaderField;
 
 /// RFC 7541 §4.1: an entry's size is its name and value lengths plus 32.
 const ENTRY_OVERHEAD: usize = 32;
+/// Index of the newest dynamic table entry (after the 61 static ones).
+const FIRST_DYNAMIC_INDEX: u64 = 62;
 /// The HTTP/2 default of SETTINGS_HEADER_TABLE_SIZE.
 pub const DEFAULT_TABLE_SIZE: usize = 4096;
 
 /// RFC 7541 Appendix A.
-const STATIC_TABLE: [(&str, &str); 61] = [
+pub(crate) const STATIC_TABLE: [(&str, &str); 61] = [
     (":authority", ""),
     (":method", "GET"),
     (":method", "POST"),
@@ -245,6 +247,19 @@ impl Decoder {
         decoder
     }
 
+    /// A decoder for a connection seen from its first byte whose table maximum is exactly
+    /// `size` (RFC 7541 examples, or a peer known to have advertised it from the start).
+    pub fn with_max_table_size(size: usize) -> Self {
+        let mut decoder = Self::new_at_connection_start();
+        decoder.table.set_max_size(size);
+        decoder
+    }
+
+    /// The dynamic table size (RFC 7541 §4.1) when every entry is known.
+    pub fn known_table_size(&self) -> Option<usize> {
+        self.is_fully_known().then_some(self.table.min_total)
+    }
+
     /// A decoder that joined a connection at an unknown point: the table is unknown.
     pub fn new_joined_late() -> Self {
         Decoder {
@@ -328,6 +343,11 @@ impl Decoder {
                     return Err(first_error.unwrap_or(error));
                 }
             }
+        }
+        if let Some(DecodeError::InvalidIndex(FIRST_DYNAMIC_INDEX..)) = first_error {
+            // The peer referenced an entry this decoder believed evicted or never there: its
+            // idea of the older entries was wrong (the known ones stay a correct prefix).
+            self.table.older_unknown = true;
         }
         match first_error {
             Some(error) => Err(error),
@@ -472,5 +492,338 @@ impl Reader<'_> {
         } else {
             Ok(raw.to_vec())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(text: &str) -> Vec<u8> {
+        let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+        digits
+            .chunks(2)
+            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+            .collect()
+    }
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<HeaderField> {
+        pairs
+            .iter()
+            .map(|(n, v)| HeaderField::new(*n, *v))
+            .collect()
+    }
+
+    #[test]
+    fn rfc_c2_single_representations() {
+        let mut decoder = Decoder::new_at_connection_start();
+        let block = hex("400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572");
+        assert_eq!(
+            decoder.decode_block(&block).unwrap(),
+            fields(&[("custom-key", "custom-header")])
+        );
+        assert_eq!(decoder.known_table_size(), Some(55));
+
+        let mut decoder = Decoder::new_at_connection_start();
+        let block = hex("040c 2f73 616d 706c 652f 7061 7468");
+        assert_eq!(
+            decoder.decode_block(&block).unwrap(),
+            fields(&[(":path", "/sample/path")])
+        );
+        assert_eq!(decoder.known_table_size(), Some(0));
+
+        let mut decoder = Decoder::new_at_connection_start();
+        let block = hex("1008 7061 7373 776f 7264 0673 6563 7265 74");
+        let mut expected = fields(&[("password", "secret")]);
+        expected[0].sensitive = true;
+        assert_eq!(decoder.decode_block(&block).unwrap(), expected);
+        assert_eq!(decoder.known_table_size(), Some(0));
+
+        let mut decoder = Decoder::new_at_connection_start();
+        assert_eq!(
+            decoder.decode_block(&[0x82]).unwrap(),
+            fields(&[(":method", "GET")])
+        );
+    }
+
+    /// A block in hex, the fields it decodes to, then the table size and entry count after it.
+    type Step<'a> = (&'a str, &'a [(&'a str, &'a str)], usize, usize);
+
+    fn check_sequence(decoder: &mut Decoder, blocks: &[Step<'_>]) {
+        for (index, (block, expected, table_size, entries)) in blocks.iter().enumerate() {
+            assert_eq!(
+                decoder.decode_block(&hex(block)).unwrap(),
+                fields(expected),
+                "block {index}"
+            );
+            assert_eq!(
+                decoder.known_table_size(),
+                Some(*table_size),
+                "block {index}"
+            );
+            assert_eq!(decoder.tracked_entries(), *entries, "block {index}");
+        }
+    }
+
+    const REQ1: &[(&str, &str)] = &[
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/"),
+        (":authority", "www.example.com"),
+    ];
+    const REQ2: &[(&str, &str)] = &[
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/"),
+        (":authority", "www.example.com"),
+        ("cache-control", "no-cache"),
+    ];
+    const REQ3: &[(&str, &str)] = &[
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":path", "/index.html"),
+        (":authority", "www.example.com"),
+        ("custom-key", "custom-value"),
+    ];
+
+    #[test]
+    fn rfc_c3_requests_without_huffman() {
+        check_sequence(
+            &mut Decoder::new_at_connection_start(),
+            &[
+                (
+                    "8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d",
+                    REQ1,
+                    57,
+                    1,
+                ),
+                ("8286 84be 5808 6e6f 2d63 6163 6865", REQ2, 110, 2),
+                (
+                    "8287 85bf 400a 6375 7374 6f6d 2d6b 6579 0c63 7573 746f 6d2d 7661 6c75 65",
+                    REQ3,
+                    164,
+                    3,
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn rfc_c4_requests_with_huffman() {
+        check_sequence(
+            &mut Decoder::new_at_connection_start(),
+            &[
+                ("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff", REQ1, 57, 1),
+                ("8286 84be 5886 a8eb 1064 9cbf", REQ2, 110, 2),
+                (
+                    "8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf",
+                    REQ3,
+                    164,
+                    3,
+                ),
+            ],
+        );
+    }
+
+    const RESP1: &[(&str, &str)] = &[
+        (":status", "302"),
+        ("cache-control", "private"),
+        ("date", "Mon, 21 Oct 2013 20:13:21 GMT"),
+        ("location", "https://www.example.com"),
+    ];
+    const RESP2: &[(&str, &str)] = &[
+        (":status", "307"),
+        ("cache-control", "private"),
+        ("date", "Mon, 21 Oct 2013 20:13:21 GMT"),
+        ("location", "https://www.example.com"),
+    ];
+    const RESP3: &[(&str, &str)] = &[
+        (":status", "200"),
+        ("cache-control", "private"),
+        ("date", "Mon, 21 Oct 2013 20:13:22 GMT"),
+        ("location", "https://www.example.com"),
+        ("content-encoding", "gzip"),
+        (
+            "set-cookie",
+            "foo=ASDJKHQKBZXOQWEOPIUAXQWEOIU; max-age=3600; version=1",
+        ),
+    ];
+
+    #[test]
+    fn rfc_c5_responses_without_huffman_with_eviction() {
+        check_sequence(
+            &mut Decoder::with_max_table_size(256),
+            &[
+                (
+                    "4803 3330 3258 0770 7269 7661 7465 611d 4d6f 6e2c 2032 3120 4f63 7420 3230 3133
+                     2032 303a 3133 3a32 3120 474d 546e 1768 7474 7073 3a2f 2f77 7777 2e65 7861 6d70
+                     6c65 2e63 6f6d",
+                    RESP1,
+                    222,
+                    4,
+                ),
+                ("4803 3330 37c1 c0bf", RESP2, 222, 4),
+                (
+                    "88c1 611d 4d6f 6e2c 2032 3120 4f63 7420 3230 3133 2032 303a 3133 3a32 3220 474d
+                     54c0 5a04 677a 6970 7738 666f 6f3d 4153 444a 4b48 514b 425a 584f 5157 454f 5049
+                     5541 5851 5745 4f49 553b 206d 6178 2d61 6765 3d33 3630 303b 2076 6572 7369 6f6e
+                     3d31",
+                    RESP3,
+                    215,
+                    3,
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn rfc_c6_responses_with_huffman_with_eviction() {
+        check_sequence(
+            &mut Decoder::with_max_table_size(256),
+            &[
+                (
+                    "4882 6402 5885 aec3 771a 4b61 96d0 7abe 9410 54d4 44a8 2005 9504 0b81 66e0 82a6
+                     2d1b ff6e 919d 29ad 1718 63c7 8f0b 97c8 e9ae 82ae 43d3",
+                    RESP1,
+                    222,
+                    4,
+                ),
+                ("4883 640e ffc1 c0bf", RESP2, 222, 4),
+                (
+                    "88c1 6196 d07a be94 1054 d444 a820 0595 040b 8166 e084 a62d 1bff c05a 839b d9ab
+                     77ad 94e7 821d d7f2 e6c7 b335 dfdf cd5b 3960 d5af 2708 7f36 72c1 ab27 0fb5 291f
+                     9587 3160 65c0 03ed 4ee5 b106 3d50 07",
+                    RESP3,
+                    215,
+                    3,
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn joined_late_knows_only_what_it_saw_inserted() {
+        // C.3.2 and C.3.3 without C.3.1: ":authority www.example.com" (index 63 in C.3.2) was
+        // inserted before the decoder joined.
+        let mut decoder = Decoder::new_joined_late();
+        let c32 = hex("8286 84be 5808 6e6f 2d63 6163 6865");
+        assert_eq!(
+            decoder.decode_block(&c32),
+            Err(DecodeError::UnknownIndex(62))
+        );
+        // The block's own insertion (cache-control: no-cache) is still known, as index 62.
+        assert_eq!(
+            decoder.decode_block(&[0xbe]).unwrap(),
+            fields(&[("cache-control", "no-cache")])
+        );
+        // Index 63 is older than anything seen: unknown, never guessed.
+        assert_eq!(
+            decoder.decode_block(&[0xbf]),
+            Err(DecodeError::UnknownIndex(63))
+        );
+        assert!(!decoder.is_fully_known());
+        // A size update to 0 empties the table: fully known from then on.
+        assert_eq!(
+            decoder.decode_block(&[0x20, 0x82]).unwrap(),
+            fields(&[(":method", "GET")])
+        );
+        assert!(decoder.is_fully_known());
+        assert_eq!(
+            decoder.decode_block(&[0xbe]),
+            Err(DecodeError::InvalidIndex(62))
+        );
+        // Such a reference means the decoder's belief was wrong: from now on, unknown.
+        assert!(!decoder.is_fully_known());
+        assert_eq!(
+            decoder.decode_block(&[0xbe]),
+            Err(DecodeError::UnknownIndex(62))
+        );
+    }
+
+    #[test]
+    fn unknown_name_still_occupies_its_slot() {
+        let mut decoder = Decoder::new_joined_late();
+        // Literal with incremental indexing, name from unknown index 62, value "v".
+        assert_eq!(
+            decoder.decode_block(&[0x7e, 0x01, b'v']),
+            Err(DecodeError::UnknownIndex(62))
+        );
+        // Then a known insertion: it is index 62, the unknown one 63.
+        let block = [&[0x40, 0x01, b'a', 0x01, b'b'][..], &[0xbe]].concat();
+        assert_eq!(
+            decoder.decode_block(&block).unwrap(),
+            fields(&[("a", "b"), ("a", "b")])
+        );
+        assert_eq!(
+            decoder.decode_block(&[0xbf]),
+            Err(DecodeError::UnknownIndex(63))
+        );
+    }
+
+    #[test]
+    fn known_entries_past_the_maximum_recover_full_knowledge() {
+        let mut decoder = Decoder::new_joined_late();
+        // A size update makes the maximum known (100); inserting more than 100 bytes of known
+        // entries evicts everything older.
+        let mut block = vec![0x3f, 0x45]; // size update 100 (31 + 69)
+        for value in [b"0123456789", b"abcdefghij"] {
+            block.extend_from_slice(&[0x40, 0x05]);
+            block.extend_from_slice(b"name0");
+            block.push(10);
+            block.extend_from_slice(value);
+        }
+        // Each entry is 5 + 10 + 32 = 47 bytes; two are 94 <= 100, older unknown may remain.
+        decoder.decode_block(&block).unwrap();
+        assert!(!decoder.is_fully_known());
+        decoder
+            .decode_block(&[0x40, 0x01, b'x', 0x01, b'y'])
+            .unwrap();
+        // 47 + 47 + 34 > 100: the oldest known entry and everything before it are gone.
+        assert!(decoder.is_fully_known());
+        assert_eq!(decoder.known_table_size(), Some(81));
+    }
+
+    #[test]
+    fn malformed_blocks_lose_positions_but_do_not_panic() {
+        let cases: [&[u8]; 6] = [
+            &[0x40, 0x05, b'a'],                         // truncated name
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], // integer overflow
+            &[0x40, 0x81, 0x00, 0x00],                   // bad huffman padding
+            &[0x7f],                                     // truncated integer
+            &[0x00, 0x00],                               // truncated value
+            &[0x80],                                     // index 0
+        ];
+        for block in cases {
+            let mut decoder = Decoder::new_at_connection_start();
+            decoder
+                .decode_block(&[0x40, 0x01, b'a', 0x01, b'b'])
+                .unwrap();
+            assert!(decoder.decode_block(block).is_err(), "{block:?}");
+        }
+        let mut decoder = Decoder::new_at_connection_start();
+        decoder
+            .decode_block(&[0x40, 0x01, b'a', 0x01, b'b'])
+            .unwrap();
+        assert_eq!(
+            decoder.decode_block(&[0x40, 0x05, b'a']),
+            Err(DecodeError::Truncated)
+        );
+        assert_eq!(
+            decoder.decode_block(&[0xbe]),
+            Err(DecodeError::UnknownIndex(62))
+        );
+    }
+
+    #[test]
+    fn decoded_list_is_bounded() {
+        let mut decoder = Decoder::new_at_connection_start();
+        decoder.set_max_decoded_bytes(100);
+        let mut block = vec![0x40, 0x01, b'a', 0x7f, 0x00];
+        block.extend(std::iter::repeat_n(b'v', 127));
+        block.extend([0xbe; 10]);
+        assert_eq!(decoder.decode_block(&block), Err(DecodeError::ListTooLarge));
+        // The insertion still happened.
+        decoder.set_max_decoded_bytes(1000);
+        assert_eq!(decoder.decode_block(&[0xbe]).unwrap()[0].value.len(), 127);
     }
 }

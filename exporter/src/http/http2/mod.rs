@@ -121,10 +121,12 @@ enum PayloadBody {
         data: Vec<u8>,
         missing: u32,
     },
-    /// Kept whole up to `cap`; `lost` when a gap hit it or it passed `cap`.
+    /// Kept up to `cap`. Past `cap`, control frames keep their first `cap` bytes (all that
+    /// is read of them), header block frames are `lost`; a gap loses either.
     Buffered {
         buf: Vec<u8>,
         cap: usize,
+        keep_prefix: bool,
         lost: bool,
     },
     Skip,
@@ -183,12 +185,6 @@ impl Http2Connection {
     /// Bytes held for incomplete frames, header blocks and resync candidates.
     pub fn buffered_bytes(&self) -> usize {
         self.dirs.iter().map(DirectionState::buffered_bytes).sum()
-    }
-
-    /// Whether every header block of `direction` so far was decoded exactly from the
-    /// connection's start.
-    pub fn is_exact(&self, direction: Direction) -> bool {
-        self.dirs[dir_index(direction)].exact_since_start && self.preface_seen
     }
 
     /// `len` bytes of `direction` were dropped before this decoder was created (while the
@@ -308,6 +304,18 @@ impl DirectionState {
                     return Some(rest);
                 }
             }
+            // A frame header split over several pieces is only trusted at the start of a
+            // connection seen from its preface: otherwise a short piece is more likely the
+            // tail of something else (Go writes and reads frame headers whole).
+            let own_piece_len = candidates
+                .get(1)
+                .map_or(buf.len(), |&next| next)
+                .saturating_sub(start);
+            let connection_start = at_stream_start && *cx.preface_seen;
+            if !connection_start && own_piece_len < FRAME_HEADER_LEN {
+                candidates.remove(0);
+                continue;
+            }
             match frame::plausible_frames_at(candidate, cx.limits.resync_max_frame_payload) {
                 None => return None,
                 Some(true) => {
@@ -411,7 +419,7 @@ impl DirectionState {
     }
 
     fn start_frame(&mut self, header: FrameHeader, cx: &mut Context<'_>) {
-        if let Err(reason) = header.check(cx.limits.max_frame_payload) {
+        if let Err(reason) = header.check_in_sync(cx.limits.max_frame_payload) {
             cx.stats.protocol_errors = cx.stats.protocol_errors.saturating_add(1);
             self.lose_sync(reason, cx);
             return;
@@ -452,12 +460,14 @@ impl DirectionState {
                     buf: Vec::new(),
                     // Room for the pad length, padding and priority fields too.
                     cap: block_room.saturating_add(1 + 255 + 5),
+                    keep_prefix: false,
                     lost: false,
                 }
             }
             Some(_) => PayloadBody::Buffered {
                 buf: Vec::new(),
                 cap: MAX_CONTROL_PAYLOAD,
+                keep_prefix: true,
                 lost: false,
             },
             None => PayloadBody::Skip,
@@ -528,6 +538,12 @@ impl DirectionState {
                 if fragment.is_none() && !lost {
                     cx.stats.protocol_errors = cx.stats.protocol_errors.saturating_add(1);
                 }
+                let too_large =
+                    fragment.is_some_and(|f| f.len() > cx.limits.max_header_block_bytes);
+                if too_large {
+                    cx.stats.buffer_overflows = cx.stats.buffer_overflows.saturating_add(1);
+                }
+                let fragment = fragment.filter(|_| !too_large);
                 self.block = Some(PendingBlock {
                     stream: header.stream_id,
                     end_stream: header.has(frame::END_STREAM),
@@ -545,7 +561,11 @@ impl DirectionState {
                 match self.block.as_mut() {
                     Some(block) if block.stream == header.stream_id => {
                         block.wire_bytes = block.wire_bytes.saturating_add(wire);
-                        if lost || block.fragments.len().saturating_add(payload.len()) > limit {
+                        let too_large = block.fragments.len().saturating_add(payload.len()) > limit;
+                        if too_large && !block.lost {
+                            cx.stats.buffer_overflows = cx.stats.buffer_overflows.saturating_add(1);
+                        }
+                        if lost || too_large {
                             block.lost = true;
                             block.fragments = Vec::new();
                         } else if !block.lost {
@@ -626,6 +646,15 @@ impl DirectionState {
             None
         } else {
             match self.hpack.decode_block(&block.fragments) {
+                Ok(fields) if !well_formed(&fields) => {
+                    // HTTP/2 never sends this: more likely a false frame sync than a peer
+                    // bug. Whatever the block inserted cannot be trusted either.
+                    cx.stats.protocol_errors = cx.stats.protocol_errors.saturating_add(1);
+                    self.hpack.lose_block();
+                    self.exact_since_start = false;
+                    self.report_desync("malformed header list", cx);
+                    None
+                }
                 Ok(fields) => {
                     if self.hpack.is_fully_known() {
                         self.desync_reported = false;
@@ -722,6 +751,30 @@ impl DirectionState {
     }
 }
 
+/// RFC 9113 §8.2: lower-case token names, pseudo-fields (known ones) before regular fields.
+fn well_formed(fields: &[HeaderField]) -> bool {
+    const PSEUDO: [&str; 6] = [
+        ":method",
+        ":scheme",
+        ":path",
+        ":authority",
+        ":status",
+        ":protocol",
+    ];
+    let mut regular_seen = false;
+    fields.iter().all(|field| {
+        if field.name.starts_with(':') {
+            !regular_seen && PSEUDO.contains(&field.name.as_str())
+        } else {
+            regular_seen = true;
+            !field.name.is_empty()
+                && field.name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
+                })
+        }
+    })
+}
+
 /// Streams tracked per direction for head/trailers classification; the oldest are forgotten.
 const MAX_OPEN_STREAMS: usize = 4096;
 
@@ -767,8 +820,16 @@ fn payload_bytes(
                 });
             }
         }
-        PayloadBody::Buffered { buf, cap, lost } => {
-            if buf.len().saturating_add(bytes.len()) > *cap {
+        PayloadBody::Buffered {
+            buf,
+            cap,
+            keep_prefix,
+            lost,
+        } => {
+            if *keep_prefix {
+                let room = cap.saturating_sub(buf.len()).min(bytes.len());
+                buf.extend_from_slice(bytes.get(..room).unwrap_or_default());
+            } else if buf.len().saturating_add(bytes.len()) > *cap {
                 if !*lost {
                     cx.stats.buffer_overflows = cx.stats.buffer_overflows.saturating_add(1);
                 }
@@ -804,3 +865,8 @@ fn payload_gap(payload: &mut Payload, mut len: u32) {
         PayloadBody::Skip => {}
     }
 }
+
+#[cfg(test)]
+pub(crate) mod test_support;
+#[cfg(test)]
+mod tests;
