@@ -48,6 +48,7 @@ impl StructLayouts {
             netfd_raddr: m("net.netFD", "raddr")?,
             tcpaddr_ip: m("net.TCPAddr", "IP")?,
             tcpaddr_port: m("net.TCPAddr", "Port")?,
+            ..GoOffsets::default()
         })
     }
 }
