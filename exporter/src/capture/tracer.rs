@@ -281,7 +281,7 @@ impl Tracer {
                         let mut offsets = points.offsets;
                         hooks.offsets.apply(&mut offsets);
                         attached.links.extend(hook_links);
-                        self.set_offsets(target.pid, offsets).map(|()| ())
+                        self.set_offsets(target.pid, offsets)
                     }
                     Err(error) => {
                         self.detach_links(hook_links);

@@ -864,3 +864,18 @@ fn http2_offsets_match_dwarf_latest() {
         }
     }
 }
+
+/// A server on net/http's bundled HTTP/2 only (the TLS fixture) has no x/net `serverConn`: no
+/// header hooks, and the standard library's own hpack copy is not taken for one.
+#[test]
+fn no_header_hooks_without_xnet_server() {
+    let Some(fixture) = fixtures::latest("no_header_hooks_without_xnet_server") else {
+        return;
+    };
+    let binary = open(&fixture.stripped);
+    let error = crate::capture::tracer::HeaderHookPoints::find(&binary).unwrap_err();
+    assert!(
+        format!("{error:#}").contains("processHeaders not found"),
+        "{error:#}"
+    );
+}
