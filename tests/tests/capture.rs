@@ -605,13 +605,16 @@ fn header_hooks_cover_connections_opened_before_attach() -> Result<()> {
     })?;
     // Both controllers are running (and have listed and watched) before the capture starts.
     let dir = tempfile_dir("header-hooks")?;
-    let binary = std::fs::read_link(format!("/proc/{}/exe", cluster.apiserver_pid()))?;
-    let mut capture = Capture::start(&dir, &["--binary", binary.to_str().unwrap()])?;
+    // By pid, not by binary: other clusters on the machine may run the same cached apiserver
+    // binary, and their requests are not in this cluster's audit log.
     let pid = cluster.apiserver_pid();
+    let mut capture = Capture::start(&dir, &["--pid", &pid.to_string()])?;
     capture.wait_for_log(
         &["HTTP/2 header hooks attached", &format!("\"pid\":{pid}")],
         Duration::from_secs(30),
     )?;
+    // Audit events from here on are requests received after the hooks were attached.
+    let attached_mark = cluster.audit_events()?.len();
 
     // A Deployment makes the deployment and replicaset controllers and the scheduler (no nodes:
     // it reports the pods unschedulable) act on their old connections.
@@ -642,6 +645,9 @@ fn header_hooks_cover_connections_opened_before_attach() -> Result<()> {
         &["get", "deployment", &name, "--namespace", "default"],
     )?;
     std::thread::sleep(Duration::from_secs(2));
+    // Requests whose response was on its way before the capture stops (the audit log is written
+    // in blocking mode: an event is on disk before the response goes out).
+    let stop_mark = cluster.audit_events()?.len();
     let scraped = capture.scrape_metrics()?;
     assert!(
         scraped
@@ -651,6 +657,7 @@ fn header_hooks_cover_connections_opened_before_attach() -> Result<()> {
     );
     let (chunks, recording, summary) = capture.stop()?;
     eprintln!("capture summary: {summary}");
+    assert!(chunks.iter().all(|c| c.connection.pid == pid));
     assert_eq!(summary["header_blocks_failed"], 0, "{summary}");
     assert_eq!(summary["header_fields_dropped"], 0, "{summary}");
     assert_eq!(summary["header_hooks_unavailable"], 0, "{summary}");
@@ -755,6 +762,19 @@ fn header_hooks_cover_connections_opened_before_attach() -> Result<()> {
             "{block:?}"
         );
     }
+    // The controllers authenticate with service-account JWTs (--use-service-account-credentials):
+    // the longest common header value, which must fit whole (only its length is printed).
+    let longest_bearer = old_requests
+        .iter()
+        .filter_map(|b| b.get("authorization"))
+        .filter(|v| v.starts_with("Bearer "))
+        .map(str::len)
+        .max();
+    eprintln!("longest bearer Authorization value on old connections: {longest_bearer:?} bytes");
+    assert!(
+        longest_bearer.is_some_and(|len| len > 500),
+        "no service-account JWT seen whole: {longest_bearer:?}"
+    );
     assert!(
         old_responses
             .iter()
@@ -779,7 +799,8 @@ fn header_hooks_cover_connections_opened_before_attach() -> Result<()> {
         let events: Vec<_> = audit.iter().filter(|e| e.audit_id == audit_id).collect();
         assert!(
             !events.is_empty(),
-            "audit-id {audit_id} not in the audit log"
+            "audit-id {audit_id} not in the audit log: {response:?} for {:?}",
+            requests.get(&(response.connection, response.stream_id))
         );
         let status: u16 = response.get(":status").unwrap().parse()?;
         assert!(
@@ -805,6 +826,61 @@ fn header_hooks_cover_connections_opened_before_attach() -> Result<()> {
     assert!(
         checked >= 10,
         "only {checked} request/response pairs checked"
+    );
+
+    // Coverage: every request the apiserver received after the hooks attached and answered
+    // before the capture stopped has its response headers (by Audit-ID) from the hooks, and
+    // its request headers unless they were parsed before attaching.
+    let window = &audit[attached_mark.min(audit.len())..stop_mark.min(audit.len())];
+    let received: BTreeSet<&str> = window
+        .iter()
+        .filter(|e| e.stage == "RequestReceived")
+        .map(|e| e.audit_id.as_str())
+        .collect();
+    let answered: BTreeMap<&str, &apiscope_e2e::cluster::AuditEvent> = window
+        .iter()
+        .filter(|e| e.stage == "ResponseStarted" || e.stage == "ResponseComplete")
+        .filter(|e| received.contains(e.audit_id.as_str()))
+        .map(|e| (e.audit_id.as_str(), e))
+        .collect();
+    let hook_responses: BTreeMap<&str, &HookBlock> = responses
+        .iter()
+        .filter_map(|b| Some((b.get("audit-id")?, *b)))
+        .collect();
+    let mut missing = Vec::new();
+    let (mut with_request, mut on_old_connections) = (0, 0);
+    for (audit_id, event) in &answered {
+        match hook_responses.get(audit_id) {
+            Some(response) => {
+                if requests.contains_key(&(response.connection, response.stream_id)) {
+                    with_request += 1;
+                }
+                if !is_new(&response.connection) {
+                    on_old_connections += 1;
+                }
+            }
+            None => missing.push((event.verb.clone(), event.request_uri.clone())),
+        }
+    }
+    eprintln!(
+        "coverage: {} requests received after attach and answered before stop (audit log); \
+         {} with hook response headers ({} also with request headers, {} on connections \
+         opened before attach); missing: {missing:?}",
+        answered.len(),
+        answered.len() - missing.len(),
+        with_request,
+        on_old_connections
+    );
+    assert!(answered.len() >= 10, "{}", answered.len());
+    assert!(
+        missing.is_empty(),
+        "requests without hook headers: {missing:?}"
+    );
+    // A request parsed just before attaching can be logged just after: a small margin.
+    assert!(
+        with_request * 10 >= answered.len() * 9,
+        "{with_request} of {}",
+        answered.len()
     );
 
     // On kubectl's new connections the hooks carry exactly what the wire carried (tshark).
