@@ -21,6 +21,9 @@ pub enum ChunkKind {
     Read = 2,
     /// `crypto/tls.(*Conn).Close` was called: the connection ends (no payload).
     Close = 3,
+    /// A decoded HTTP/2 header block from the header-level hooks: the payload is a
+    /// [`HeaderBlockPrefix`] followed by `fields` packed fields (see [`HeaderFieldPrefix`]).
+    Headers = 4,
 }
 
 impl ChunkKind {
@@ -29,6 +32,7 @@ impl ChunkKind {
             1 => Some(Self::Write),
             2 => Some(Self::Read),
             3 => Some(Self::Close),
+            4 => Some(Self::Headers),
             _ => None,
         }
     }
@@ -91,6 +95,87 @@ pub struct ChunkEvent {
     pub data: [u8; MAX_CHUNK_DATA],
 }
 
+/// Bytes of packed fields one header event carries (after its [`HeaderBlockPrefix`]); fields
+/// that do not fit are counted in `dropped_fields`. A power of two: the eBPF side masks offsets
+/// with it. Large enough for a request with a bearer JWT (1-2 KiB) and the usual headers.
+pub const HEADER_BLOCK_BYTES: usize = 8192;
+/// Most fields read from one header block (a constant loop bound for the verifier).
+pub const MAX_HEADER_FIELDS: u32 = 32;
+/// Longest header name copied; a longer field is dropped (and counted), never cut.
+pub const MAX_HEADER_NAME: usize = 128;
+/// Longest header value copied; a longer field is dropped (and counted), never cut.
+pub const MAX_HEADER_VALUE: usize = 4096;
+
+/// [`HeaderBlockPrefix::message`]: a request's header block (`serverConn.processHeaders`).
+pub const HEADER_MESSAGE_REQUEST: u32 = 1;
+/// A response's header block (`writeResHeaders` with a status code).
+pub const HEADER_MESSAGE_RESPONSE: u32 = 2;
+/// Trailers (`writeResHeaders` without a status code), or request trailers.
+pub const HEADER_MESSAGE_TRAILERS: u32 = 3;
+
+/// Front of a header event's payload.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeaderBlockPrefix {
+    pub stream_id: u32,
+    /// One of the `HEADER_MESSAGE_*` values.
+    pub message: u32,
+    /// Fields packed after this prefix.
+    pub fields: u32,
+    /// Fields seen but not copied (over [`MAX_HEADER_FIELDS`], too long, or out of room).
+    pub dropped_fields: u32,
+}
+const _: () = assert!(core::mem::size_of::<HeaderBlockPrefix>() == 16);
+
+/// Front of one packed field: `name_len` name bytes then `value_len` value bytes follow it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeaderFieldPrefix {
+    pub name_len: u16,
+    pub value_len: u16,
+    /// Bit 0: `hpack.HeaderField.Sensitive` (never indexed).
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<HeaderFieldPrefix>() == 8);
+pub const HEADER_FIELD_SENSITIVE: u32 = 1;
+
+/// A header event as the eBPF side builds it. The data area is larger than
+/// `HEADER_BLOCK_BYTES` by one largest field so that a masked write offset plus a bounded length
+/// always stays inside the buffer in the verifier's eyes; only the first
+/// `size_of::<HeaderBlockPrefix>() + HEADER_BLOCK_BYTES` bytes are ever used.
+#[repr(C)]
+pub struct HeaderEvent {
+    pub header: ChunkHeader,
+    pub data: [u8; HEADER_EVENT_DATA],
+}
+pub const HEADER_EVENT_DATA: usize = core::mem::size_of::<HeaderBlockPrefix>()
+    + HEADER_BLOCK_BYTES
+    + core::mem::size_of::<HeaderFieldPrefix>()
+    + MAX_HEADER_NAME
+    + MAX_HEADER_VALUE;
+
+/// A header block being assembled: for a request within one `processHeaders` probe (in per-CPU
+/// scratch), for a response across `hpack.(*Encoder).WriteField` calls, from
+/// `(*writeResHeaders).writeFrame`'s entry to its RET (in a map keyed by pid and goroutine).
+/// The counters are copied into the event's [`HeaderBlockPrefix`] when it is sent.
+#[repr(C)]
+pub struct OpenHeaderBlock {
+    /// Bytes of packed fields so far (after the prefix).
+    pub used: u32,
+    pub fields: u32,
+    pub dropped_fields: u32,
+    pub stream_id: u32,
+    pub message: u32,
+    pub _pad: u32,
+    /// The last field seen (name and value pointers): an entry probe fires twice when the
+    /// function grows its stack first (the prologue jumps back to the entry), and the repeat
+    /// must not add the field again.
+    pub last_name_ptr: u64,
+    pub last_value_ptr: u64,
+    pub event: HeaderEvent,
+}
+const _: () = assert!(core::mem::size_of::<OpenHeaderBlock>() == 40 + 96 + HEADER_EVENT_DATA);
+
 /// Entry state of a `Read` call, saved until its RET probes fire. Keyed by goroutine.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -134,8 +219,29 @@ pub struct GoOffsets {
     pub tcpaddr_ip: u64,
     /// `net.TCPAddr.Port`.
     pub tcpaddr_port: u64,
+    /// 1 when the HTTP/2 header hooks below are attached and their offsets known; 0 switches
+    /// them off (TLS capture does not depend on them).
+    pub http2_enabled: u64,
+    /// `http2.serverConn.conn` (a `net.Conn` interface; its data word is the `*tls.Conn`).
+    pub http2_server_conn_conn: u64,
+    /// `http2.MetaHeadersFrame.HeadersFrame` (an embedded `*HeadersFrame`).
+    pub http2_meta_headers_frame_headers_frame: u64,
+    /// `http2.MetaHeadersFrame.Fields` (a `[]hpack.HeaderField`).
+    pub http2_meta_headers_frame_fields: u64,
+    /// `http2.HeadersFrame.FrameHeader` + `http2.FrameHeader.StreamID`.
+    pub http2_headers_frame_stream_id: u64,
+    /// `http2.writeResHeaders.streamID`.
+    pub http2_write_res_headers_stream_id: u64,
+    /// `http2.writeResHeaders.httpResCode` (0 means trailers).
+    pub http2_write_res_headers_status: u64,
+    /// `hpack.HeaderField` size (the slice's element stride).
+    pub hpack_header_field_size: u64,
+    /// `hpack.HeaderField.Name`, `.Value` (strings) and `.Sensitive` (bool).
+    pub hpack_header_field_name: u64,
+    pub hpack_header_field_value: u64,
+    pub hpack_header_field_sensitive: u64,
 }
-const _: () = assert!(core::mem::size_of::<GoOffsets>() == 64);
+const _: () = assert!(core::mem::size_of::<GoOffsets>() == 152);
 
 /// Indexes of the per-CPU `COUNTERS` array: what the kernel side could not deliver.
 #[repr(u32)]
@@ -151,6 +257,12 @@ pub enum KernelCounter {
     TruncatedBytes = 3,
     /// Events written to the ring buffer.
     EventsSent = 4,
+    /// Header blocks emitted by the HTTP/2 header hooks.
+    HeaderBlocks = 5,
+    /// Header fields the hooks saw but could not copy (also in each event's `dropped_fields`).
+    HeaderFieldsDropped = 6,
+    /// Header blocks lost: Go memory unreadable, or the ring buffer full.
+    HeaderBlocksFailed = 7,
 }
 pub const KERNEL_COUNTER_SLOTS: u32 = 8;
 
@@ -161,4 +273,6 @@ mod user {
     unsafe impl aya::Pod for super::ConnInfo {}
     unsafe impl aya::Pod for super::PendingRead {}
     unsafe impl aya::Pod for super::ProcessAddress {}
+    unsafe impl aya::Pod for super::HeaderBlockPrefix {}
+    unsafe impl aya::Pod for super::HeaderFieldPrefix {}
 }

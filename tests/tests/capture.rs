@@ -558,3 +558,368 @@ fn tempfile_dir(name: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
+
+/// A decoded header block from the HTTP/2 header hooks, flattened for the checks below.
+#[derive(Debug, Clone)]
+struct HookBlock {
+    connection: ConnectionId,
+    remote_port: Option<u16>,
+    message: apiscope::capture::chunk::MessageKind,
+    stream_id: u32,
+    fields: Vec<(String, String)>,
+    dropped: u32,
+}
+
+impl HookBlock {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The audit verbs an HTTP method can stand for (the apiserver's RequestInfo rules).
+fn verb_matches(method: &str, verb: &str) -> bool {
+    match method {
+        "POST" => verb == "create",
+        "PUT" => verb == "update",
+        "PATCH" => verb == "patch",
+        "DELETE" => verb == "delete" || verb == "deletecollection",
+        "GET" | "HEAD" => matches!(verb, "get" | "list" | "watch"),
+        _ => false,
+    }
+}
+
+/// Connections opened before apiscope attached (kube-controller-manager's and kube-scheduler's
+/// clients, the apiserver's loopback client) carry HPACK state the wire decoder never saw; the
+/// header hooks must still deliver their requests' and responses' headers, equal to what the
+/// apiserver itself logged (audit log) and, on a new connection, to what tshark decodes.
+#[test]
+fn header_hooks_cover_connections_opened_before_attach() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    use apiscope::capture::chunk::MessageKind;
+    let cluster = TestCluster::start(ClusterOptions {
+        controller_manager: true,
+        scheduler: true,
+        ..ClusterOptions::default()
+    })?;
+    // Both controllers are running (and have listed and watched) before the capture starts.
+    let dir = tempfile_dir("header-hooks")?;
+    // By pid, not by binary: other clusters on the machine may run the same cached apiserver
+    // binary, and their requests are not in this cluster's audit log.
+    let pid = cluster.apiserver_pid();
+    let mut capture = Capture::start(&dir, &["--pid", &pid.to_string()])?;
+    capture.wait_for_log(
+        &["HTTP/2 header hooks attached", &format!("\"pid\":{pid}")],
+        Duration::from_secs(30),
+    )?;
+    // Audit events from here on are requests received after the hooks were attached.
+    let attached_mark = cluster.audit_events()?.len();
+
+    // A Deployment makes the deployment and replicaset controllers and the scheduler (no nodes:
+    // it reports the pods unschedulable) act on their old connections.
+    let name = format!("hooks-e2e-{}", std::process::id());
+    kubectl_ok(
+        &cluster,
+        &[
+            "create",
+            "deployment",
+            &name,
+            "--image=registry.invalid/apiscope/none:1",
+            "--replicas=2",
+            "--namespace",
+            "default",
+        ],
+    )?;
+    cluster.wait_for_audit_event(
+        "the scheduler reporting a pod of the deployment",
+        Duration::from_secs(60),
+        |event| {
+            event.username.as_deref() == Some("system:kube-scheduler")
+                && event.request_uri.contains(&format!("/pods/{name}"))
+                && event.stage == "ResponseComplete"
+        },
+    )?;
+    kubectl_ok(
+        &cluster,
+        &["get", "deployment", &name, "--namespace", "default"],
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    // Requests whose response was on its way before the capture stops (the audit log is written
+    // in blocking mode: an event is on disk before the response goes out).
+    let stop_mark = cluster.audit_events()?.len();
+    let scraped = capture.scrape_metrics()?;
+    assert!(
+        scraped
+            .lines()
+            .any(|l| l.starts_with("apiscope_capture_header_blocks_total ") && !l.ends_with(" 0")),
+        "{scraped}"
+    );
+    let (chunks, recording, summary) = capture.stop()?;
+    eprintln!("capture summary: {summary}");
+    assert!(chunks.iter().all(|c| c.connection.pid == pid));
+    assert_eq!(summary["header_blocks_failed"], 0, "{summary}");
+    assert_eq!(summary["header_fields_dropped"], 0, "{summary}");
+    assert_eq!(summary["header_hooks_unavailable"], 0, "{summary}");
+
+    // Which connections were new: their first received bytes are the HTTP/2 client preface.
+    let mut first_ingress: BTreeMap<ConnectionId, &[u8]> = BTreeMap::new();
+    for chunk in &chunks {
+        if let Some((Direction::Ingress, _, bytes)) = chunk.payload() {
+            first_ingress.entry(chunk.connection).or_insert(bytes);
+        }
+    }
+    let is_new = |connection: &ConnectionId| {
+        first_ingress
+            .get(connection)
+            .is_some_and(|bytes| bytes.starts_with(HTTP2_PREFACE))
+    };
+    let blocks: Vec<HookBlock> = chunks
+        .iter()
+        .filter_map(|chunk| match &chunk.kind {
+            ChunkEventKind::Headers {
+                message,
+                stream_id,
+                fields,
+                dropped_fields,
+            } => Some(HookBlock {
+                connection: chunk.connection,
+                remote_port: chunk.remote.map(|a| a.port()),
+                message: *message,
+                stream_id: *stream_id,
+                fields: fields
+                    .iter()
+                    .map(|f| (f.name.clone(), f.value.clone()))
+                    .collect(),
+                dropped: *dropped_fields,
+            }),
+            _ => None,
+        })
+        .collect();
+    // Header events belong to connections the TLS probes also saw, with the same identity.
+    let tls_connections: BTreeSet<ConnectionId> = chunks
+        .iter()
+        .filter(|c| c.payload().is_some())
+        .map(|c| c.connection)
+        .collect();
+    for block in &blocks {
+        assert!(
+            tls_connections.contains(&block.connection),
+            "header block on a connection without TLS chunks: {block:?}"
+        );
+        assert_eq!(block.dropped, 0, "{block:?}");
+    }
+    let requests: BTreeMap<(ConnectionId, u32), &HookBlock> = blocks
+        .iter()
+        .filter(|b| b.message == MessageKind::Request)
+        .map(|b| ((b.connection, b.stream_id), b))
+        .collect();
+    let responses: Vec<&HookBlock> = blocks
+        .iter()
+        .filter(|b| b.message == MessageKind::Response)
+        .collect();
+
+    let old_requests: Vec<&HookBlock> = requests
+        .values()
+        .filter(|b| !is_new(&b.connection))
+        .copied()
+        .collect();
+    let old_responses: Vec<&HookBlock> = responses
+        .iter()
+        .filter(|b| !is_new(&b.connection))
+        .copied()
+        .collect();
+    let from = |agent: &str| {
+        old_requests
+            .iter()
+            .filter(|b| b.get("user-agent").is_some_and(|ua| ua.starts_with(agent)))
+            .count()
+    };
+    eprintln!(
+        "header blocks: {} ({} requests, {} responses); on connections opened before attach: \
+         {} requests ({} kube-controller-manager, {} kube-scheduler, {} kube-apiserver loopback), \
+         {} responses",
+        blocks.len(),
+        requests.len(),
+        responses.len(),
+        old_requests.len(),
+        from("kube-controller-manager/"),
+        from("kube-scheduler/"),
+        from("kube-apiserver/"),
+        old_responses.len()
+    );
+    assert!(
+        from("kube-controller-manager/") > 0,
+        "no kube-controller-manager request on an old connection: {old_requests:?}"
+    );
+    assert!(
+        from("kube-scheduler/") > 0,
+        "no kube-scheduler request on an old connection: {old_requests:?}"
+    );
+    for block in &old_requests {
+        assert!(
+            block.get(":method").is_some() && block.get(":path").is_some(),
+            "{block:?}"
+        );
+    }
+    // The controllers authenticate with service-account JWTs (--use-service-account-credentials):
+    // the longest common header value, which must fit whole (only its length is printed).
+    let longest_bearer = old_requests
+        .iter()
+        .filter_map(|b| b.get("authorization"))
+        .filter(|v| v.starts_with("Bearer "))
+        .map(str::len)
+        .max();
+    eprintln!("longest bearer Authorization value on old connections: {longest_bearer:?} bytes");
+    assert!(
+        longest_bearer.is_some_and(|len| len > 500),
+        "no service-account JWT seen whole: {longest_bearer:?}"
+    );
+    assert!(
+        old_responses
+            .iter()
+            .any(|b| b.get(":status").is_some() && b.get("audit-id").is_some()),
+        "{old_responses:?}"
+    );
+    // The replicaset controller created the pods over a connection older than the capture.
+    assert!(
+        old_requests.iter().any(|b| b.get(":method") == Some("POST")
+            && b.get(":path") == Some("/api/v1/namespaces/default/pods")),
+        "{old_requests:?}"
+    );
+
+    // Every response's Audit-ID is in the apiserver's audit log, for the same request.
+    let audit = cluster.audit_events()?;
+    let mut checked = 0;
+    for response in &responses {
+        assert!(response.get(":status").is_some(), "{response:?}");
+        let Some(audit_id) = response.get("audit-id") else {
+            continue;
+        };
+        let events: Vec<_> = audit.iter().filter(|e| e.audit_id == audit_id).collect();
+        assert!(
+            !events.is_empty(),
+            "audit-id {audit_id} not in the audit log: {response:?} for {:?}",
+            requests.get(&(response.connection, response.stream_id))
+        );
+        let status: u16 = response.get(":status").unwrap().parse()?;
+        assert!(
+            events
+                .iter()
+                .any(|e| e.response_code.is_none_or(|code| code == status)),
+            "{audit_id}: status {status} vs {events:?}"
+        );
+        if let Some(request) = requests.get(&(response.connection, response.stream_id)) {
+            let (method, path) = (
+                request.get(":method").unwrap(),
+                request.get(":path").unwrap(),
+            );
+            assert!(
+                events
+                    .iter()
+                    .all(|e| e.request_uri == path && verb_matches(method, &e.verb)),
+                "{method} {path} vs audit {events:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 10,
+        "only {checked} request/response pairs checked"
+    );
+
+    // Coverage: every request the apiserver received after the hooks attached and answered
+    // before the capture stopped has its response headers (by Audit-ID) from the hooks, and
+    // its request headers unless they were parsed before attaching.
+    let window = &audit[attached_mark.min(audit.len())..stop_mark.min(audit.len())];
+    let received: BTreeSet<&str> = window
+        .iter()
+        .filter(|e| e.stage == "RequestReceived")
+        .map(|e| e.audit_id.as_str())
+        .collect();
+    let answered: BTreeMap<&str, &apiscope_e2e::cluster::AuditEvent> = window
+        .iter()
+        .filter(|e| e.stage == "ResponseStarted" || e.stage == "ResponseComplete")
+        .filter(|e| received.contains(e.audit_id.as_str()))
+        .map(|e| (e.audit_id.as_str(), e))
+        .collect();
+    let hook_responses: BTreeMap<&str, &HookBlock> = responses
+        .iter()
+        .filter_map(|b| Some((b.get("audit-id")?, *b)))
+        .collect();
+    let mut missing = Vec::new();
+    let (mut with_request, mut on_old_connections) = (0, 0);
+    for (audit_id, event) in &answered {
+        match hook_responses.get(audit_id) {
+            Some(response) => {
+                if requests.contains_key(&(response.connection, response.stream_id)) {
+                    with_request += 1;
+                }
+                if !is_new(&response.connection) {
+                    on_old_connections += 1;
+                }
+            }
+            None => missing.push((event.verb.clone(), event.request_uri.clone())),
+        }
+    }
+    eprintln!(
+        "coverage: {} requests received after attach and answered before stop (audit log); \
+         {} with hook response headers ({} also with request headers, {} on connections \
+         opened before attach); missing: {missing:?}",
+        answered.len(),
+        answered.len() - missing.len(),
+        with_request,
+        on_old_connections
+    );
+    assert!(answered.len() >= 10, "{}", answered.len());
+    assert!(
+        missing.is_empty(),
+        "requests without hook headers: {missing:?}"
+    );
+    // A request parsed just before attaching can be logged just after: a small margin.
+    assert!(
+        with_request * 10 >= answered.len() * 9,
+        "{with_request} of {}",
+        answered.len()
+    );
+
+    // On kubectl's new connections the hooks carry exactly what the wire carried (tshark).
+    let port = cluster.apiserver_port();
+    let tshark_frames = dissect_http2(&recording, &[port])?;
+    let mut compared = 0;
+    for block in blocks.iter().filter(|b| is_new(&b.connection)) {
+        let Some(remote_port) = block.remote_port else {
+            continue;
+        };
+        let (src, dst) = match block.message {
+            MessageKind::Request => (remote_port, port),
+            _ => (port, remote_port),
+        };
+        let wire = tshark_frames
+            .iter()
+            .find(|f| {
+                f.frame_type == 1
+                    && f.src_port == src
+                    && f.dst_port == dst
+                    && f.stream_id == block.stream_id
+            })
+            .with_context(|| format!("tshark has no HEADERS frame for {block:?}"))?;
+        assert_eq!(block.fields, wire.headers, "{block:?} vs tshark {wire:?}");
+        compared += 1;
+    }
+    assert!(compared >= 4, "only {compared} blocks compared with tshark");
+    eprintln!(
+        "{checked} hook request/response pairs matched the audit log; {compared} blocks matched tshark"
+    );
+
+    kubectl_ok(
+        &cluster,
+        &["delete", "deployment", &name, "--namespace", "default"],
+    )?;
+    std::fs::remove_dir_all(&dir).ok();
+    cluster.stop()?;
+    Ok(())
+}

@@ -3,7 +3,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use apiscope_common::{ChunkHeader, ChunkKind, SocketPair};
+use apiscope_common::{
+    ChunkHeader, ChunkKind, HEADER_FIELD_SENSITIVE, HEADER_MESSAGE_REQUEST,
+    HEADER_MESSAGE_RESPONSE, HEADER_MESSAGE_TRAILERS, HeaderBlockPrefix, HeaderFieldPrefix,
+    SocketPair,
+};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
@@ -117,10 +121,11 @@ pub struct TlsChunk {
 
 impl TlsChunk {
     /// Builds a chunk from a kernel header and its payload. `first_seen_ns` comes from the capture
-    /// stage's connection table.
+    /// stage's connection table. `None` for a payload that does not parse.
     pub fn from_kernel(header: &ChunkHeader, payload: &[u8], first_seen_ns: u64) -> Option<Self> {
         let kind = match ChunkKind::from_u32(header.kind)? {
             ChunkKind::Close => ChunkEventKind::Close,
+            ChunkKind::Headers => parse_header_block(payload)?,
             kind => ChunkEventKind::Data {
                 direction: if kind == ChunkKind::Write {
                     Direction::Egress
@@ -166,6 +171,47 @@ impl TlsChunk {
     }
 }
 
+/// Decodes a header event's payload: a `HeaderBlockPrefix`, then `fields` packed fields, each a
+/// `HeaderFieldPrefix` and its name and value bytes. Every length is checked against the payload.
+pub fn parse_header_block(payload: &[u8]) -> Option<ChunkEventKind> {
+    fn read<T: Copy>(bytes: &[u8], at: usize) -> Option<T> {
+        let bytes = bytes.get(at..at.checked_add(size_of::<T>())?)?;
+        // SAFETY: length checked; T is a plain-old-data kernel struct (any bit pattern valid).
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+    }
+    let prefix: HeaderBlockPrefix = read(payload, 0)?;
+    let message = match prefix.message {
+        HEADER_MESSAGE_REQUEST => MessageKind::Request,
+        HEADER_MESSAGE_RESPONSE => MessageKind::Response,
+        HEADER_MESSAGE_TRAILERS => MessageKind::Trailers,
+        _ => return None,
+    };
+    let mut at = size_of::<HeaderBlockPrefix>();
+    let mut fields = Vec::with_capacity(prefix.fields.min(64) as usize);
+    for _ in 0..prefix.fields {
+        let field: HeaderFieldPrefix = read(payload, at)?;
+        at += size_of::<HeaderFieldPrefix>();
+        let name = payload.get(at..at + field.name_len as usize)?;
+        at += field.name_len as usize;
+        let value = payload.get(at..at + field.value_len as usize)?;
+        at += field.value_len as usize;
+        fields.push(HeaderField {
+            name: String::from_utf8_lossy(name).into_owned(),
+            value: String::from_utf8_lossy(value).into_owned(),
+            sensitive: field.flags & HEADER_FIELD_SENSITIVE != 0,
+        });
+    }
+    if at != payload.len() {
+        return None;
+    }
+    Some(ChunkEventKind::Headers {
+        message,
+        stream_id: prefix.stream_id,
+        fields,
+        dropped_fields: prefix.dropped_fields,
+    })
+}
+
 fn socket_addrs(pair: &SocketPair) -> (Option<SocketAddr>, Option<SocketAddr>) {
     let ip = |bytes: &[u8; 16]| -> Option<IpAddr> {
         match pair.family {
@@ -205,5 +251,93 @@ impl<'de> Deserialize<'de> for Bytes {
             .decode(text)
             .map(Bytes)
             .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(message: u32, stream_id: u32, fields: &[(&str, &str, bool)], dropped: u32) -> Vec<u8> {
+        let prefix = HeaderBlockPrefix {
+            stream_id,
+            message,
+            fields: fields.len() as u32,
+            dropped_fields: dropped,
+        };
+        let mut bytes = Vec::new();
+        for word in [
+            prefix.stream_id,
+            prefix.message,
+            prefix.fields,
+            prefix.dropped_fields,
+        ] {
+            bytes.extend_from_slice(&word.to_le_bytes());
+        }
+        for (name, value, sensitive) in fields {
+            bytes.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            bytes.extend_from_slice(&(value.len() as u16).to_le_bytes());
+            bytes.extend_from_slice(&u32::from(*sensitive).to_le_bytes());
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.extend_from_slice(value.as_bytes());
+        }
+        bytes
+    }
+
+    #[test]
+    fn header_blocks_parse() {
+        let payload = block(
+            HEADER_MESSAGE_REQUEST,
+            7,
+            &[
+                (":method", "GET", false),
+                ("authorization", "Bearer x", true),
+            ],
+            2,
+        );
+        let parsed = parse_header_block(&payload).unwrap();
+        assert_eq!(
+            parsed,
+            ChunkEventKind::Headers {
+                message: MessageKind::Request,
+                stream_id: 7,
+                fields: vec![
+                    HeaderField::new(":method", "GET"),
+                    HeaderField {
+                        sensitive: true,
+                        ..HeaderField::new("authorization", "Bearer x")
+                    },
+                ],
+                dropped_fields: 2,
+            }
+        );
+        let empty = block(HEADER_MESSAGE_TRAILERS, 1, &[], 0);
+        assert!(matches!(
+            parse_header_block(&empty),
+            Some(ChunkEventKind::Headers {
+                message: MessageKind::Trailers,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn malformed_header_blocks_are_rejected() {
+        let payload = block(HEADER_MESSAGE_RESPONSE, 1, &[(":status", "200", false)], 0);
+        for len in 0..payload.len() {
+            assert!(
+                parse_header_block(&payload[..len]).is_none(),
+                "cut at {len}"
+            );
+        }
+        let mut trailing = payload.clone();
+        trailing.push(0);
+        assert!(parse_header_block(&trailing).is_none());
+        let mut bad_message = payload.clone();
+        bad_message[4] = 9;
+        assert!(parse_header_block(&bad_message).is_none());
+        let mut too_many = payload.clone();
+        too_many[8] = 2;
+        assert!(parse_header_block(&too_many).is_none());
     }
 }

@@ -25,6 +25,14 @@ pub struct CaptureMetrics {
     pub connections_seen: Counter,
     pub connections_evicted: Counter,
     pub open_connections: Gauge,
+    /// Decoded header blocks from the HTTP/2 header hooks.
+    pub header_blocks: Counter,
+    /// Header fields the hooks saw but could not copy (limits on count, length, block size).
+    pub header_fields_dropped: Counter,
+    /// Header blocks the kernel side lost (unreadable Go memory, ring buffer full).
+    pub header_blocks_failed: Counter,
+    /// Processes attached without the header hooks (symbols or offsets missing).
+    pub header_hooks_unavailable: Counter,
 }
 
 impl CaptureMetrics {
@@ -95,6 +103,26 @@ impl CaptureMetrics {
             "TLS connections currently tracked",
             self.open_connections.clone(),
         );
+        r.register(
+            "header_blocks",
+            "Decoded HTTP/2 header blocks from the header-level hooks",
+            self.header_blocks.clone(),
+        );
+        r.register(
+            "header_fields_dropped",
+            "Header fields the hooks saw but could not copy (count, length or block size limits)",
+            self.header_fields_dropped.clone(),
+        );
+        r.register(
+            "header_blocks_failed",
+            "Header blocks lost in the kernel (unreadable Go memory or ring buffer full)",
+            self.header_blocks_failed.clone(),
+        );
+        r.register(
+            "header_hooks_unavailable",
+            "Processes attached without the HTTP/2 header hooks (TLS capture only)",
+            self.header_hooks_unavailable.clone(),
+        );
     }
 
     /// Brings the kernel-side counters (monotonic sums) into the registry's counters.
@@ -103,6 +131,7 @@ impl CaptureMetrics {
         ringbuf_full: u64,
         payload_read_failed: u64,
         read_without_entry: u64,
+        header_blocks_failed: u64,
     ) {
         let raise = |counter: &Counter, total: u64| {
             let current = counter.get();
@@ -113,6 +142,7 @@ impl CaptureMetrics {
         raise(&self.ringbuf_full_drops, ringbuf_full);
         raise(&self.payload_read_failures, payload_read_failed);
         raise(&self.reads_without_entry, read_without_entry);
+        raise(&self.header_blocks_failed, header_blocks_failed);
     }
 
     /// One line for logs and for the end of a capture.
@@ -130,6 +160,10 @@ impl CaptureMetrics {
             "attach_failures": self.attach_failures.get(),
             "connections": self.connections_seen.get(),
             "connections_evicted": self.connections_evicted.get(),
+            "header_blocks": self.header_blocks.get(),
+            "header_fields_dropped": self.header_fields_dropped.get(),
+            "header_blocks_failed": self.header_blocks_failed.get(),
+            "header_hooks_unavailable": self.header_hooks_unavailable.get(),
         })
     }
 }

@@ -10,7 +10,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::chunk::TlsChunk;
+use super::chunk::{ChunkEventKind, TlsChunk};
 use super::config::CaptureConfig;
 use super::discovery::{diff_targets, find_targets};
 use super::metrics::CaptureMetrics;
@@ -50,10 +50,27 @@ pub async fn run_capture(
                 }
                 for target in changes.started {
                     match tracer.attach(&target) {
-                        Ok(points) => info!(
-                            pid = target.pid, exe = %target.exe.display(), go = %points.go_version,
-                            read_returns = points.read_returns.len(), "attached"
-                        ),
+                        Ok(attached) => {
+                            let points = &attached.points;
+                            info!(
+                                pid = target.pid, exe = %target.exe.display(), go = %points.go_version,
+                                read_returns = points.read_returns.len(),
+                                header_hooks = attached.header_hooks.is_ok(), "attached"
+                            );
+                            match (&attached.header_hooks, &points.header_hooks) {
+                                (Ok(()), Ok(hooks)) => info!(
+                                    pid = target.pid,
+                                    x_net = hooks.xnet_version.as_deref().unwrap_or("unknown (vendored)"),
+                                    offsets = ?hooks.offsets_source,
+                                    write_res_headers_returns = hooks.write_res_headers_returns.len(),
+                                    "HTTP/2 header hooks attached"
+                                ),
+                                (Err(why), _) | (_, Err(why)) => warn!(
+                                    pid = target.pid, reason = %why,
+                                    "HTTP/2 header hooks unavailable; TLS capture continues"
+                                ),
+                            }
+                        }
                         Err(e) => {
                             metrics.attach_failures.inc();
                             warn!(pid = target.pid, error = format!("{e:#}"), "cannot attach");
@@ -94,14 +111,22 @@ fn drain(
             continue;
         };
         metrics.events.inc();
-        metrics.bytes_captured.inc_by(payload.len() as u64);
-        metrics
-            .bytes_not_captured
-            .inc_by(u64::from(header.len) - payload.len() as u64);
         let Some(chunk) = connections.chunk(&header, payload) else {
             metrics.malformed_events.inc();
             continue;
         };
+        if let ChunkEventKind::Headers { dropped_fields, .. } = &chunk.kind {
+            // Decoded header blocks are not TLS stream bytes: kept out of the byte counters.
+            metrics.header_blocks.inc();
+            metrics
+                .header_fields_dropped
+                .inc_by(u64::from(*dropped_fields));
+        } else {
+            metrics.bytes_captured.inc_by(payload.len() as u64);
+            metrics
+                .bytes_not_captured
+                .inc_by(u64::from(header.len) - payload.len() as u64);
+        }
         if chunks.try_send(chunk).is_err() {
             metrics.queue_full_drops.inc();
         }
@@ -114,6 +139,7 @@ fn sync_kernel_counters(tracer: &Tracer, metrics: &CaptureMetrics) {
             c[KernelCounter::RingbufFull as usize],
             c[KernelCounter::PayloadReadFailed as usize],
             c[KernelCounter::ReadWithoutEntry as usize],
+            c[KernelCounter::HeaderBlocksFailed as usize],
         ),
         Err(e) => warn!(error = %e, "cannot read kernel counters"),
     }

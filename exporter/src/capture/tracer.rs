@@ -19,13 +19,89 @@ use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use super::chunk::TlsChunk;
 use super::config::CaptureConfig;
 use super::discovery::TargetProcess;
-use super::gobinary::{GoBinary, struct_offsets};
+use super::gobinary::{GoBinary, Http2Offsets, Http2OffsetsSource, http2_offsets, struct_offsets};
 use super::metrics::CaptureMetrics;
 
 /// Go functions and the program attached to each; Read also gets `tls_read_return` at every RET.
 const TLS_WRITE: &str = "crypto/tls.(*Conn).Write";
 const TLS_READ: &str = "crypto/tls.(*Conn).Read";
 const TLS_CLOSE: &str = "crypto/tls.(*Conn).Close";
+
+/// Header-level hooks in `golang.org/x/net/http2`, matched by suffix (vendored copies carry a
+/// prefix such as `k8s.io/kubernetes/vendor/`). The standard library's bundled copy
+/// (`net/http.(*http2serverConn)...`) does not match: kube-apiserver serves with x/net.
+const PROCESS_HEADERS: &str = "golang.org/x/net/http2.(*serverConn).processHeaders";
+const WRITE_RES_HEADERS: &str = "golang.org/x/net/http2.(*writeResHeaders).writeFrame";
+const HPACK_WRITE_FIELD: &str = "golang.org/x/net/http2/hpack.(*Encoder).WriteField";
+const XNET_MODULE: &str = "golang.org/x/net";
+
+/// Where the header-level hooks go in one binary.
+#[derive(Clone, Debug)]
+pub struct HeaderHookPoints {
+    pub offsets: Http2Offsets,
+    pub offsets_source: Http2OffsetsSource,
+    /// The x/net version from the build info, if the binary names one.
+    pub xnet_version: Option<String>,
+    pub process_headers: u64,
+    pub write_res_headers: u64,
+    pub write_res_headers_returns: Vec<u64>,
+    pub write_field: u64,
+}
+
+impl HeaderHookPoints {
+    /// Finds the hooks' functions: all three from the same copy of x/net (the one whose
+    /// `serverConn` exists), so the encoder hooked is the one the server's writer calls.
+    pub fn find(binary: &GoBinary) -> Result<Self> {
+        let candidates = binary.functions_with_suffix(PROCESS_HEADERS);
+        let process_headers = match candidates.as_slice() {
+            [one] => one.clone(),
+            [] => bail!("{PROCESS_HEADERS} not found (no x/net HTTP/2 server in this binary)"),
+            many => bail!(
+                "{PROCESS_HEADERS}: {} copies, cannot tell which one serves",
+                many.len()
+            ),
+        };
+        let prefix = &process_headers.name[..process_headers.name.len() - PROCESS_HEADERS.len()];
+        let function = |suffix: &str| {
+            let name = format!("{prefix}{suffix}");
+            binary
+                .function(&name)
+                .ok_or_else(|| anyhow!("{name} not found"))
+        };
+        let write_res_headers = function(WRITE_RES_HEADERS)?;
+        let write_field = function(HPACK_WRITE_FIELD)?;
+        let write_res_headers_returns = binary.ret_file_offsets(&write_res_headers)?;
+        if write_res_headers_returns.is_empty() {
+            bail!("{WRITE_RES_HEADERS}: no RET instruction found");
+        }
+        let xnet_version = binary.dependency_version(XNET_MODULE).map(str::to_owned);
+        let (offsets, offsets_source) =
+            http2_offsets(xnet_version.as_deref()).map_err(|e| anyhow!(e))?;
+        Ok(HeaderHookPoints {
+            offsets,
+            offsets_source,
+            xnet_version,
+            process_headers: process_headers.file_offset,
+            write_res_headers: write_res_headers.file_offset,
+            write_res_headers_returns,
+            write_field: write_field.file_offset,
+        })
+    }
+
+    fn attachments(&self) -> Vec<(&'static str, u64)> {
+        let mut all = vec![
+            ("http2_process_headers", self.process_headers),
+            ("http2_write_res_headers_entry", self.write_res_headers),
+            ("hpack_write_field", self.write_field),
+        ];
+        all.extend(
+            self.write_res_headers_returns
+                .iter()
+                .map(|&ret| ("http2_write_res_headers_return", ret)),
+        );
+        all
+    }
+}
 
 /// Where the probes go in one binary, found once per executable file (device, inode).
 #[derive(Clone, Debug)]
@@ -36,6 +112,8 @@ pub struct ProbePoints {
     pub read_entry: u64,
     pub read_returns: Vec<u64>,
     pub close_entry: u64,
+    /// The HTTP/2 header hooks, or why this binary cannot have them (TLS capture goes on).
+    pub header_hooks: Result<HeaderHookPoints, String>,
 }
 
 impl ProbePoints {
@@ -65,9 +143,11 @@ impl ProbePoints {
         if read_returns.is_empty() {
             bail!("{TLS_READ}: no RET instruction found");
         }
+        let header_hooks = HeaderHookPoints::find(&binary).map_err(|e| format!("{e:#}"));
         Ok(ProbePoints {
             go_version: version.to_string(),
             offsets,
+            header_hooks,
             write_entry: function(TLS_WRITE)?.file_offset,
             read_entry: read.file_offset,
             read_returns,
@@ -96,6 +176,14 @@ struct AttachedProcess {
     links: Vec<(&'static str, UProbeLinkId)>,
 }
 
+/// What [`Tracer::attach`] set up in one process.
+#[derive(Clone, Debug)]
+pub struct Attached {
+    pub points: Arc<ProbePoints>,
+    /// `Err(why)` when the process runs without the HTTP/2 header hooks.
+    pub header_hooks: Result<(), String>,
+}
+
 /// The loaded eBPF object and what is attached where.
 pub struct Tracer {
     ebpf: Ebpf,
@@ -104,11 +192,15 @@ pub struct Tracer {
     metrics: Arc<CaptureMetrics>,
 }
 
-const PROGRAMS: [&str; 4] = [
+const PROGRAMS: [&str; 8] = [
     "tls_write_entry",
     "tls_read_entry",
     "tls_read_return",
     "tls_close_entry",
+    "http2_process_headers",
+    "http2_write_res_headers_entry",
+    "hpack_write_field",
+    "http2_write_res_headers_return",
 ];
 
 impl Tracer {
@@ -152,8 +244,9 @@ impl Tracer {
             .collect()
     }
 
-    /// Attaches every probe to one process. On failure nothing stays attached.
-    pub fn attach(&mut self, target: &TargetProcess) -> Result<Arc<ProbePoints>> {
+    /// Attaches every probe to one process. On failure nothing stays attached; the header hooks
+    /// alone failing leaves the TLS probes in place (reported in [`Attached::header_hooks`]).
+    pub fn attach(&mut self, target: &TargetProcess) -> Result<Attached> {
         let exe = target.exe_link();
         let meta = std::fs::metadata(&exe).with_context(|| format!("stat {}", exe.display()))?;
         let key = (meta.dev(), meta.ino());
@@ -166,49 +259,89 @@ impl Tracer {
             }
         };
         let pid = NonZeroU32::new(target.pid).ok_or_else(|| anyhow!("pid 0"))?;
-        // Offsets first: the pid's presence in GO_OFFSETS switches its probes on.
-        let mut offsets: BpfHashMap<_, u32, GoOffsets> = BpfHashMap::try_from(
-            self.ebpf
-                .map_mut("GO_OFFSETS")
-                .ok_or_else(|| anyhow!("no GO_OFFSETS map"))?,
-        )?;
-        offsets.insert(target.pid, points.offsets, 0)?;
+        // Offsets first: the pid's presence in GO_OFFSETS switches its probes on. The header
+        // hooks stay off (http2_enabled = 0) until they are attached.
+        self.set_offsets(target.pid, points.offsets)?;
 
         let mut links = Vec::new();
-        let mut failure = None;
-        for (name, offset) in points.attachments() {
-            let program: &mut UProbe = self
-                .ebpf
-                .program_mut(name)
-                .expect("loaded above")
-                .try_into()?;
-            match program.attach(
-                UProbeAttachLocation::AbsoluteOffset(offset),
-                &exe,
-                UProbeScope::OneProcess(pid),
-            ) {
-                Ok(link) => links.push((name, link)),
-                Err(e) => {
-                    failure = Some(
-                        anyhow!(e).context(format!("attaching {name} at file offset {offset:#x}")),
-                    );
-                    break;
-                }
-            }
-        }
-        let attached = AttachedProcess {
+        let failure = self.attach_all(&points.attachments(), &exe, pid, &mut links);
+        let mut attached = AttachedProcess {
             target: target.clone(),
             links,
         };
-        if let Some(error) = failure {
+        if let Err(error) = failure {
             self.release(attached);
             return Err(error);
+        }
+        let header_hooks = match &points.header_hooks {
+            Ok(hooks) => {
+                let mut hook_links = Vec::new();
+                match self.attach_all(&hooks.attachments(), &exe, pid, &mut hook_links) {
+                    Ok(()) => {
+                        let mut offsets = points.offsets;
+                        hooks.offsets.apply(&mut offsets);
+                        attached.links.extend(hook_links);
+                        self.set_offsets(target.pid, offsets)
+                    }
+                    Err(error) => {
+                        self.detach_links(hook_links);
+                        Err(error)
+                    }
+                }
+                .map_err(|e| format!("{e:#}"))
+            }
+            Err(why) => Err(why.clone()),
+        };
+        if header_hooks.is_err() {
+            self.metrics.header_hooks_unavailable.inc();
         }
         self.attached.insert(target.pid, attached);
         self.metrics
             .attached_processes
             .set(self.attached.len() as i64);
-        Ok(points)
+        Ok(Attached {
+            points,
+            header_hooks,
+        })
+    }
+
+    fn set_offsets(&mut self, pid: u32, offsets: GoOffsets) -> Result<()> {
+        let mut map: BpfHashMap<_, u32, GoOffsets> = BpfHashMap::try_from(
+            self.ebpf
+                .map_mut("GO_OFFSETS")
+                .ok_or_else(|| anyhow!("no GO_OFFSETS map"))?,
+        )?;
+        map.insert(pid, offsets, 0)?;
+        Ok(())
+    }
+
+    /// Attaches each (program, file offset); stops at the first failure, keeping the links made
+    /// so far in `links` for the caller to release.
+    fn attach_all(
+        &mut self,
+        attachments: &[(&'static str, u64)],
+        exe: &Path,
+        pid: NonZeroU32,
+        links: &mut Vec<(&'static str, UProbeLinkId)>,
+    ) -> Result<()> {
+        for &(name, offset) in attachments {
+            let program: &mut UProbe = self
+                .ebpf
+                .program_mut(name)
+                .expect("loaded above")
+                .try_into()?;
+            let link = program
+                .attach(
+                    UProbeAttachLocation::AbsoluteOffset(offset),
+                    exe,
+                    UProbeScope::OneProcess(pid),
+                )
+                .map_err(|e| {
+                    anyhow!(e).context(format!("attaching {name} at file offset {offset:#x}"))
+                })?;
+            links.push((name, link));
+        }
+        Ok(())
     }
 
     /// Detaches from a process (alive or gone).
@@ -221,13 +354,17 @@ impl Tracer {
             .set(self.attached.len() as i64);
     }
 
-    fn release(&mut self, attached: AttachedProcess) {
-        for (name, link) in attached.links {
+    fn detach_links(&mut self, links: Vec<(&'static str, UProbeLinkId)>) {
+        for (name, link) in links {
             if let Some(Ok(program)) = self.ebpf.program_mut(name).map(<&mut UProbe>::try_from) {
                 // A process that has exited may already have lost its probes: nothing to undo.
                 let _ = program.detach(link);
             }
         }
+    }
+
+    fn release(&mut self, attached: AttachedProcess) {
+        self.detach_links(attached.links);
         let offsets = self
             .ebpf
             .map_mut("GO_OFFSETS")

@@ -22,7 +22,10 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use buildinfo::GoVersion;
-pub use offsets::{VERIFIED_GO_MINOR_VERSIONS, struct_offsets};
+pub use offsets::{
+    Http2Offsets, Http2OffsetsSource, VERIFIED_GO_MINOR_VERSIONS, VERIFIED_XNET_VERSIONS,
+    compare_module_versions, http2_offsets, struct_offsets,
+};
 pub use pclntab::PclntabFormat;
 
 use buildinfo::BuildInfo;

@@ -41,6 +41,32 @@ const GO_1_13_TO_1_26: GoOffsets = GoOffsets {
     // type TCPAddr struct { IP IP; Port int; Zone string }
     tcpaddr_ip: 0,
     tcpaddr_port: 24,
+    // The HTTP/2 header hooks' offsets are library offsets, keyed by the x/net version
+    // ([`http2_offsets`]); filled in only when those hooks attach.
+    ..NO_HTTP2
+};
+
+/// The header hooks switched off (`http2_enabled` 0).
+const NO_HTTP2: GoOffsets = GoOffsets {
+    tls_conn_conn: 0,
+    tls_conn_is_client: 0,
+    net_conn_fd: 0,
+    netfd_sysfd: 0,
+    netfd_laddr: 0,
+    netfd_raddr: 0,
+    tcpaddr_ip: 0,
+    tcpaddr_port: 0,
+    http2_enabled: 0,
+    http2_server_conn_conn: 0,
+    http2_meta_headers_frame_headers_frame: 0,
+    http2_meta_headers_frame_fields: 0,
+    http2_headers_frame_stream_id: 0,
+    http2_write_res_headers_stream_id: 0,
+    http2_write_res_headers_status: 0,
+    hpack_header_field_size: 0,
+    hpack_header_field_name: 0,
+    hpack_header_field_value: 0,
+    hpack_header_field_sensitive: 0,
 };
 
 /// (Go 1.x minor versions, offsets). Add a row when a release moves a field.
@@ -79,6 +105,208 @@ mod tests {
         assert_eq!(
             struct_offsets(&version("go1.19.8")).unwrap(),
             GO_1_13_TO_1_26
+        );
+    }
+}
+
+/// Struct offsets of the HTTP/2 header hooks (`golang.org/x/net/http2` and its `hpack`), which
+/// are library code: keyed by the x/net module version, not the Go release.
+///
+/// How the row was verified: `tests/http2fixture.go` (an `http2.ConfigureServer` TLS server)
+/// was built unstripped against x/net v0.0.0-20201110031124-69a78807bb2b (the copy vendored in
+/// Kubernetes v1.20.2), v0.17.0 and v0.62.0, with Debian's go1.19.8 (all but v0.62.0, which
+/// needs a newer Go) and go1.26; each member's `DW_AT_data_member_location` was read from the
+/// DWARF (`serverConn`, `MetaHeadersFrame`, `HeadersFrame`, `FrameHeader`, `writeResHeaders`,
+/// `hpack.HeaderField`); also from the DWARF of kube-apiserver v1.20.2. The tests repeat that.
+/// Every one of them agrees: these fields sit at the front of their structs and have not moved
+/// since 2016.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Http2Offsets {
+    pub server_conn_conn: u64,
+    pub meta_headers_frame_headers_frame: u64,
+    pub meta_headers_frame_fields: u64,
+    pub headers_frame_stream_id: u64,
+    pub write_res_headers_stream_id: u64,
+    pub write_res_headers_status: u64,
+    pub header_field_size: u64,
+    pub header_field_name: u64,
+    pub header_field_value: u64,
+    pub header_field_sensitive: u64,
+}
+
+impl Http2Offsets {
+    /// Copies the offsets into the kernel's per-process table and switches the hooks on.
+    pub fn apply(&self, offsets: &mut GoOffsets) {
+        offsets.http2_enabled = 1;
+        offsets.http2_server_conn_conn = self.server_conn_conn;
+        offsets.http2_meta_headers_frame_headers_frame = self.meta_headers_frame_headers_frame;
+        offsets.http2_meta_headers_frame_fields = self.meta_headers_frame_fields;
+        offsets.http2_headers_frame_stream_id = self.headers_frame_stream_id;
+        offsets.http2_write_res_headers_stream_id = self.write_res_headers_stream_id;
+        offsets.http2_write_res_headers_status = self.write_res_headers_status;
+        offsets.hpack_header_field_size = self.header_field_size;
+        offsets.hpack_header_field_name = self.header_field_name;
+        offsets.hpack_header_field_value = self.header_field_value;
+        offsets.hpack_header_field_sensitive = self.header_field_sensitive;
+    }
+}
+
+/// The x/net versions the table was verified against, oldest first.
+pub const VERIFIED_XNET_VERSIONS: [&str; 3] =
+    ["v0.0.0-20201110031124-69a78807bb2b", "v0.17.0", "v0.62.0"];
+
+const XNET_2020_TO_2025: Http2Offsets = Http2Offsets {
+    // type serverConn struct { srv *Server; hs *http.Server; conn net.Conn; ... }
+    server_conn_conn: 16,
+    // type MetaHeadersFrame struct { *HeadersFrame; Fields []hpack.HeaderField; Truncated bool }
+    meta_headers_frame_headers_frame: 0,
+    meta_headers_frame_fields: 8,
+    // HeadersFrame { FrameHeader; ... }; FrameHeader { valid bool; Type, Flags uint8;
+    // Length, StreamID uint32 }
+    headers_frame_stream_id: 8,
+    // type writeResHeaders struct { streamID uint32; httpResCode int; ... }
+    write_res_headers_stream_id: 0,
+    write_res_headers_status: 8,
+    // type HeaderField struct { Name, Value string; Sensitive bool }
+    header_field_size: 40,
+    header_field_name: 0,
+    header_field_value: 16,
+    header_field_sensitive: 32,
+};
+
+/// (oldest, newest verified x/net version, offsets). Add a row when a release moves a field.
+const HTTP2_TABLE: &[(&str, &str, Http2Offsets)] = &[(
+    VERIFIED_XNET_VERSIONS[0],
+    VERIFIED_XNET_VERSIONS[2],
+    XNET_2020_TO_2025,
+)];
+
+/// How the HTTP/2 offsets for a binary were chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Http2OffsetsSource {
+    /// The binary's build info names an x/net version inside a verified row.
+    ModuleVersion,
+    /// No x/net version in the build info (a GOPATH/vendor build such as Kubernetes 1.20,
+    /// whose vendored copy was verified): the table has one layout for every verified
+    /// version, and that one is used.
+    Vendored,
+}
+
+/// The HTTP/2 hook offsets for a binary built with this x/net version (`None`: not in the
+/// build info); an error outside the verified versions.
+pub fn http2_offsets(
+    xnet_version: Option<&str>,
+) -> Result<(Http2Offsets, Http2OffsetsSource), String> {
+    match xnet_version {
+        Some(version) => HTTP2_TABLE
+            .iter()
+            .find(|(oldest, newest, _)| {
+                compare_module_versions(oldest, version).is_le()
+                    && compare_module_versions(version, newest).is_le()
+            })
+            .map(|(_, _, offsets)| (*offsets, Http2OffsetsSource::ModuleVersion))
+            .ok_or_else(|| {
+                format!(
+                    "golang.org/x/net {version}: HTTP/2 hook offsets are only known for {} to {}",
+                    VERIFIED_XNET_VERSIONS[0], VERIFIED_XNET_VERSIONS[2]
+                )
+            }),
+        None => match HTTP2_TABLE {
+            [(_, _, offsets)] => Ok((*offsets, Http2OffsetsSource::Vendored)),
+            _ => Err("golang.org/x/net version unknown and the verified layouts differ".into()),
+        },
+    }
+}
+
+/// Semantic-version order of Go module versions (`v0.17.0`, pseudo-versions such as
+/// `v0.0.0-20201110031124-69a78807bb2b`, which sort as pre-releases by their timestamp).
+pub fn compare_module_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    fn split(version: &str) -> ([u64; 3], Option<&str>) {
+        let version = version.trim_start_matches('v');
+        let version = version.split('+').next().unwrap_or(version);
+        let (core, pre) = match version.split_once('-') {
+            Some((core, pre)) => (core, Some(pre)),
+            None => (version, None),
+        };
+        let mut numbers = [0u64; 3];
+        for (slot, part) in numbers.iter_mut().zip(core.split('.')) {
+            *slot = part.parse().unwrap_or(0);
+        }
+        (numbers, pre)
+    }
+    let ((a_core, a_pre), (b_core, b_pre)) = (split(a), split(b));
+    a_core.cmp(&b_core).then_with(|| match (a_pre, b_pre) {
+        (None, None) => std::cmp::Ordering::Equal,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (Some(a), Some(b)) => {
+            let mut a_parts = a.split('.');
+            let mut b_parts = b.split('.');
+            loop {
+                match (a_parts.next(), b_parts.next()) {
+                    (None, None) => return std::cmp::Ordering::Equal,
+                    (None, Some(_)) => return std::cmp::Ordering::Less,
+                    (Some(_), None) => return std::cmp::Ordering::Greater,
+                    (Some(x), Some(y)) => {
+                        let order = match (x.parse::<u64>(), y.parse::<u64>()) {
+                            (Ok(x), Ok(y)) => x.cmp(&y),
+                            (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+                            (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+                            (Err(_), Err(_)) => x.cmp(y),
+                        };
+                        if order.is_ne() {
+                            return order;
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod http2_tests {
+    use super::*;
+    use std::cmp::Ordering;
+
+    #[test]
+    fn module_versions_order() {
+        let sorted = [
+            "v0.0.0-20190101000000-aaaaaaaaaaaa",
+            "v0.0.0-20201110031124-69a78807bb2b",
+            "v0.0.0",
+            "v0.1.0",
+            "v0.17.0",
+            "v0.17.1-0.20231001000000-bbbbbbbbbbbb",
+            "v0.17.1",
+            "v0.62.0",
+            "v1.0.0",
+        ];
+        for (i, a) in sorted.iter().enumerate() {
+            for (j, b) in sorted.iter().enumerate() {
+                assert_eq!(compare_module_versions(a, b), i.cmp(&j), "{a} vs {b}");
+            }
+        }
+        assert_eq!(
+            compare_module_versions("v0.17.0+incompatible", "v0.17.0"),
+            Ordering::Equal
+        );
+    }
+
+    #[test]
+    fn http2_table_covers_the_verified_versions_only() {
+        for version in VERIFIED_XNET_VERSIONS {
+            assert_eq!(
+                http2_offsets(Some(version)).unwrap(),
+                (XNET_2020_TO_2025, Http2OffsetsSource::ModuleVersion)
+            );
+        }
+        assert!(http2_offsets(Some("v0.33.0")).is_ok());
+        assert!(http2_offsets(Some("v0.0.0-20190101000000-aaaaaaaaaaaa")).is_err());
+        assert!(http2_offsets(Some("v0.63.0")).is_err());
+        assert_eq!(
+            http2_offsets(None).unwrap(),
+            (XNET_2020_TO_2025, Http2OffsetsSource::Vendored)
         );
     }
 }

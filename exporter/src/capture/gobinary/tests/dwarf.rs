@@ -5,6 +5,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use apiscope_common::GoOffsets;
+
+use super::super::Http2Offsets;
 use object::{Object, ObjectSection};
 
 type Reader<'a> = gimli::EndianSlice<'a, gimli::LittleEndian>;
@@ -25,6 +27,28 @@ pub const STRUCTS: &[&str] = &[
     "runtime.moduledata",
 ];
 
+/// The HTTP/2 hooks' struct types, by their name after the x/net package path's prefix
+/// (`k8s.io/kubernetes/vendor/` in a vendored build, nothing in a module build).
+pub const HTTP2_STRUCTS: &[&str] = &[
+    "golang.org/x/net/http2.serverConn",
+    "golang.org/x/net/http2.MetaHeadersFrame",
+    "golang.org/x/net/http2.HeadersFrame",
+    "golang.org/x/net/http2.FrameHeader",
+    "golang.org/x/net/http2.writeResHeaders",
+    "golang.org/x/net/http2/hpack.HeaderField",
+];
+
+/// Pseudo-member holding a struct's `DW_AT_byte_size`.
+const BYTE_SIZE: &str = "<byte size>";
+
+fn wanted(name: &str) -> bool {
+    STRUCTS.contains(&name)
+        || HTTP2_STRUCTS.iter().any(|suffix| {
+            name.strip_suffix(suffix)
+                .is_some_and(|prefix| prefix.is_empty() || prefix.ends_with('/'))
+        })
+}
+
 impl StructLayouts {
     pub fn member(&self, struct_name: &str, member: &str) -> Result<u64, String> {
         self.0
@@ -33,6 +57,41 @@ impl StructLayouts {
             .get(member)
             .copied()
             .ok_or_else(|| format!("DWARF struct {struct_name} has no member {member}"))
+    }
+
+    pub fn byte_size(&self, struct_name: &str) -> Result<u64, String> {
+        self.member(struct_name, BYTE_SIZE)
+    }
+
+    /// The HTTP/2 hook offsets of the x/net copy under `prefix` (e.g. `k8s.io/kubernetes/vendor/`
+    /// or empty), computed the way the probes use them.
+    pub fn http2_offsets(&self, prefix: &str) -> Result<Http2Offsets, String> {
+        let m = |s: &str, f: &str| self.member(&format!("{prefix}golang.org/x/net/{s}"), f);
+        let field = "http2/hpack.HeaderField";
+        Ok(Http2Offsets {
+            server_conn_conn: m("http2.serverConn", "conn")?,
+            meta_headers_frame_headers_frame: m("http2.MetaHeadersFrame", "HeadersFrame")?,
+            meta_headers_frame_fields: m("http2.MetaHeadersFrame", "Fields")?,
+            headers_frame_stream_id: m("http2.HeadersFrame", "FrameHeader")?
+                + m("http2.FrameHeader", "StreamID")?,
+            write_res_headers_stream_id: m("http2.writeResHeaders", "streamID")?,
+            write_res_headers_status: m("http2.writeResHeaders", "httpResCode")?,
+            header_field_size: self.byte_size(&format!("{prefix}golang.org/x/net/{field}"))?,
+            header_field_name: m(field, "Name")?,
+            header_field_value: m(field, "Value")?,
+            header_field_sensitive: m(field, "Sensitive")?,
+        })
+    }
+
+    /// Member names in offset order (to check the register assignment of a struct argument).
+    pub fn members_in_order(&self, struct_name: &str) -> Vec<String> {
+        let mut members: Vec<(&String, &u64)> = self
+            .0
+            .get(struct_name)
+            .map(|m| m.iter().filter(|(name, _)| *name != BYTE_SIZE).collect())
+            .unwrap_or_default();
+        members.sort_by_key(|(_, offset)| **offset);
+        members.into_iter().map(|(name, _)| name.clone()).collect()
     }
 
     /// The offsets table entry, computed the way the probes use it.
@@ -48,6 +107,7 @@ impl StructLayouts {
             netfd_raddr: m("net.netFD", "raddr")?,
             tcpaddr_ip: m("net.TCPAddr", "IP")?,
             tcpaddr_port: m("net.TCPAddr", "Port")?,
+            ..GoOffsets::default()
         })
     }
 }
@@ -108,10 +168,16 @@ fn collect(
         let Some(name) = entry_name(dwarf, unit, entry)? else {
             continue;
         };
-        if !STRUCTS.contains(&name.as_str()) || layouts.0.contains_key(&name) {
+        if !wanted(&name) || layouts.0.contains_key(&name) {
             continue;
         }
         let mut members = HashMap::new();
+        if let Some(size) = entry
+            .attr_value(gimli::DW_AT_byte_size)?
+            .and_then(|value| value.udata_value())
+        {
+            members.insert(BYTE_SIZE.to_owned(), size);
+        }
         let mut fields = child.children();
         while let Some(field) = fields.next()? {
             let field = field.entry();

@@ -189,3 +189,84 @@ fn build_all(go: &Path, go_version: &str, with_pie: bool) -> Result<Fixture, Str
         pie_stripped,
     })
 }
+
+const HTTP2_FIXTURE_SOURCE: &str = include_str!("http2fixture.go");
+
+/// An HTTP/2 server built against one golang.org/x/net version.
+#[derive(Debug)]
+pub struct Http2Fixture {
+    pub go: PathBuf,
+    pub go_version: String,
+    pub xnet_version: String,
+    pub stripped: PathBuf,
+    pub unstripped: PathBuf,
+}
+
+/// Builds `http2fixture.go` with `go` against x/net `xnet_version` (fetched through the module
+/// proxy on first use), stripped and unstripped; cached like the TLS fixtures. A missing
+/// toolchain or an unreachable module proxy is a skip unless tools are required.
+pub fn http2(go: &Path, xnet_version: &str, test: &str) -> Option<Http2Fixture> {
+    let outcome =
+        toolchain_version(go).and_then(|go_version| build_http2(go, &go_version, xnet_version));
+    match outcome {
+        Ok(fixture) => Some(fixture),
+        Err(why) if !tools_required() => {
+            eprintln!("SKIP {test} (x/net {xnet_version}): {why}");
+            None
+        }
+        Err(why) => panic!("{test}: x/net {xnet_version} with {}: {why}", go.display()),
+    }
+}
+
+fn build_http2(go: &Path, go_version: &str, xnet_version: &str) -> Result<Http2Fixture, String> {
+    let go_mod = format!(
+        "module apiscope.test/http2fixture\n\ngo 1.17\n\nrequire golang.org/x/net {xnet_version}\n"
+    );
+    let mut hasher = DefaultHasher::new();
+    (HTTP2_FIXTURE_SOURCE, &go_mod).hash(&mut hasher);
+    let dir = fixtures_root().join(format!(
+        "http2-{go_version}-{xnet_version}-{:016x}",
+        hasher.finish()
+    ));
+    let source = dir.join("src");
+    std::fs::create_dir_all(&source).map_err(|e| format!("{}: {e}", source.display()))?;
+    std::fs::write(source.join("main.go"), HTTP2_FIXTURE_SOURCE).map_err(|e| e.to_string())?;
+    if !source.join("go.mod").exists() {
+        std::fs::write(source.join("go.mod"), &go_mod).map_err(|e| e.to_string())?;
+    }
+    let build = |name: &str, flags: &[&str]| -> Result<PathBuf, String> {
+        let output = dir.join(name);
+        if output.exists() {
+            return Ok(output);
+        }
+        let partial = dir.join(format!("{name}.partial-{}", std::process::id()));
+        // `-mod=mod` (set by go_command) resolves x/net's own dependencies into go.mod/go.sum.
+        let result = go_command(go)
+            .current_dir(&source)
+            .arg("build")
+            .args(flags)
+            .arg("-o")
+            .arg(&partial)
+            .arg(".")
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", go.display()))?;
+        if !result.status.success() {
+            return Err(format!(
+                "{} build {flags:?}: {}",
+                go.display(),
+                String::from_utf8_lossy(&result.stderr)
+            ));
+        }
+        std::fs::rename(&partial, &output).map_err(|e| e.to_string())?;
+        Ok(output)
+    };
+    let stripped = build("stripped", &["-ldflags=-s -w"])?;
+    let unstripped = build("unstripped", &[])?;
+    Ok(Http2Fixture {
+        go: go.to_owned(),
+        go_version: go_version.to_owned(),
+        xnet_version: xnet_version.to_owned(),
+        stripped,
+        unstripped,
+    })
+}

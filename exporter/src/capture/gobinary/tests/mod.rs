@@ -686,6 +686,34 @@ fn kube_apiserver() {
         let layouts = dwarf::struct_layouts(&data).unwrap();
         let table = struct_offsets(binary.go_version().unwrap()).unwrap();
         assert_eq!(table, layouts.go_offsets().unwrap());
+        // The header hooks: the vendored x/net copy (no module version in a GOPATH build).
+        let hooks = crate::capture::tracer::HeaderHookPoints::find(&binary).unwrap();
+        assert_eq!(hooks.xnet_version, None);
+        assert_eq!(hooks.offsets_source, Http2OffsetsSource::Vendored);
+        let from_dwarf = layouts.http2_offsets("k8s.io/kubernetes/vendor/").unwrap();
+        assert_eq!(hooks.offsets, from_dwarf);
+        assert_eq!(
+            layouts.members_in_order(
+                "k8s.io/kubernetes/vendor/golang.org/x/net/http2/hpack.HeaderField"
+            ),
+            ["Name", "Value", "Sensitive"]
+        );
+        let write_frame = binary
+            .function(
+                "k8s.io/kubernetes/vendor/golang.org/x/net/http2.(*writeResHeaders).writeFrame",
+            )
+            .unwrap();
+        assert_eq!(hooks.write_res_headers, write_frame.file_offset);
+        assert_eq!(
+            hooks.write_field,
+            binary
+                .function(
+                    "k8s.io/kubernetes/vendor/golang.org/x/net/http2/hpack.(*Encoder).WriteField"
+                )
+                .unwrap()
+                .file_offset
+        );
+        eprintln!("kube-apiserver: HTTP/2 offsets match DWARF: {from_dwarf:?}");
     } else {
         eprintln!(
             "SKIP kube_apiserver (unstripped): {} missing",
@@ -730,4 +758,124 @@ fn extra_toolchains_from_env() {
         }
     }
     assert!(failures.is_empty(), "failed: {failures:?}");
+}
+
+/// x/net versions each toolchain builds the HTTP/2 fixture with: the copy vendored in
+/// Kubernetes v1.20.2, a 2023 release, and (for the newest Go only: it needs Go 1.24+) the
+/// newest release verified.
+const XNET_GO119: [&str; 2] = [VERIFIED_XNET_VERSIONS[0], VERIFIED_XNET_VERSIONS[1]];
+const XNET_LATEST: [&str; 3] = VERIFIED_XNET_VERSIONS;
+
+/// The HTTP/2 hooks in one fixture: found in the stripped binary from the right x/net copy,
+/// their RETs as objdump shows them, and the offsets table equal to the DWARF.
+fn check_http2_fixture(fixture: &fixtures::Http2Fixture) {
+    let label = format!("{} x/net {}", fixture.go_version, fixture.xnet_version);
+    let binary = open(&fixture.stripped);
+    assert_eq!(
+        binary.dependency_version("golang.org/x/net"),
+        Some(fixture.xnet_version.as_str()),
+        "{label}"
+    );
+    let hooks = crate::capture::tracer::HeaderHookPoints::find(&binary)
+        .unwrap_or_else(|e| panic!("{label}: {e:#}"));
+    assert_eq!(hooks.offsets_source, Http2OffsetsSource::ModuleVersion);
+    assert_eq!(
+        hooks.xnet_version.as_deref(),
+        Some(fixture.xnet_version.as_str())
+    );
+    let exact = |name: &str| {
+        binary
+            .function(name)
+            .unwrap_or_else(|| panic!("{label}: {name} missing"))
+    };
+    assert_eq!(
+        hooks.process_headers,
+        exact("golang.org/x/net/http2.(*serverConn).processHeaders").file_offset
+    );
+    let write_frame = exact("golang.org/x/net/http2.(*writeResHeaders).writeFrame");
+    assert_eq!(hooks.write_res_headers, write_frame.file_offset);
+    // The module's encoder, not the standard library's vendored copy the bundled server uses.
+    assert_eq!(
+        hooks.write_field,
+        exact("golang.org/x/net/http2/hpack.(*Encoder).WriteField").file_offset
+    );
+    assert_ne!(
+        hooks.write_field,
+        exact("vendor/golang.org/x/net/http2/hpack.(*Encoder).WriteField").file_offset
+    );
+    // RETs of writeFrame against objdump of the unstripped twin (same layout).
+    let reference = objdump_rets(
+        &fixture.go,
+        &fixture.unstripped,
+        r"^golang\.org/x/net/http2\.\(\*writeResHeaders\)\.writeFrame$",
+    );
+    let objdump: &Vec<u64> = reference
+        .get("golang.org/x/net/http2.(*writeResHeaders).writeFrame")
+        .unwrap_or_else(|| panic!("{label}: objdump: {reference:?}"));
+    let ours: Vec<u64> = hooks
+        .write_res_headers_returns
+        .iter()
+        .map(|offset| offset - write_frame.file_offset + write_frame.address)
+        .collect();
+    assert!(!ours.is_empty(), "{label}");
+    assert_eq!(
+        &ours, objdump,
+        "{label}: RETs of writeResHeaders.writeFrame"
+    );
+
+    let layouts = dwarf::struct_layouts(&read(&fixture.unstripped)).unwrap();
+    let from_dwarf = layouts
+        .http2_offsets("")
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
+    assert_eq!(
+        hooks.offsets, from_dwarf,
+        "{label}: HTTP/2 offsets table disagrees with DWARF"
+    );
+    // WriteField's `f HeaderField` arrives split over registers in member order, each string as
+    // (pointer, length): the eBPF side relies on exactly Name, Value, Sensitive.
+    assert_eq!(
+        layouts.members_in_order("golang.org/x/net/http2/hpack.HeaderField"),
+        ["Name", "Value", "Sensitive"],
+        "{label}"
+    );
+    eprintln!("{label}: HTTP/2 offsets match DWARF: {from_dwarf:?}");
+}
+
+#[test]
+fn http2_offsets_match_dwarf_go119() {
+    for xnet in XNET_GO119 {
+        if let Some(fixture) = fixtures::http2(
+            Path::new(fixtures::DEBIAN_GO_119),
+            xnet,
+            "http2_offsets_match_dwarf_go119",
+        ) {
+            check_http2_fixture(&fixture);
+        }
+    }
+}
+
+#[test]
+fn http2_offsets_match_dwarf_latest() {
+    for xnet in XNET_LATEST {
+        if let Some(fixture) =
+            fixtures::http2(Path::new("go"), xnet, "http2_offsets_match_dwarf_latest")
+        {
+            check_http2_fixture(&fixture);
+        }
+    }
+}
+
+/// A server on net/http's bundled HTTP/2 only (the TLS fixture) has no x/net `serverConn`: no
+/// header hooks, and the standard library's own hpack copy is not taken for one.
+#[test]
+fn no_header_hooks_without_xnet_server() {
+    let Some(fixture) = fixtures::latest("no_header_hooks_without_xnet_server") else {
+        return;
+    };
+    let binary = open(&fixture.stripped);
+    let error = crate::capture::tracer::HeaderHookPoints::find(&binary).unwrap_err();
+    assert!(
+        format!("{error:#}").contains("processHeaders not found"),
+        "{error:#}"
+    );
 }
