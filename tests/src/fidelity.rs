@@ -63,8 +63,14 @@ impl Report {
 }
 
 /// Compares ApiRequests with the audit log; only events whose RequestReceived stage comes at or
-/// after position `audit_start` must have an ApiRequest.
-pub fn compare(audit: &[AuditEvent], audit_start: usize, requests: &[ApiRequest]) -> Report {
+/// after position `window.start` and whose ResponseComplete comes before `window.end` (the
+/// capture was still running then) must have an ApiRequest.
+pub fn compare(
+    audit: &[AuditEvent],
+    window: std::ops::Range<usize>,
+    requests: &[ApiRequest],
+) -> Report {
+    let audit_start = window.start;
     let mut report = Report::default();
     let received_after: HashSet<&str> = audit[audit_start.min(audit.len())..]
         .iter()
@@ -73,7 +79,7 @@ pub fn compare(audit: &[AuditEvent], audit_start: usize, requests: &[ApiRequest]
         .collect();
     let complete: HashMap<&str, &AuditEvent> = audit
         .iter()
-        .filter(|e| e.stage == "ResponseComplete")
+        .filter(|e| e.stage == "ResponseComplete" && e.sequence < window.end)
         .map(|e| (e.audit_id.as_str(), e))
         .collect();
     let by_audit_id: HashMap<&str, &ApiRequest> = requests
