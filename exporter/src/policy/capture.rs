@@ -98,6 +98,11 @@ pub fn apply(
     for error in &mut request.decode_errors {
         redactor.scrub_text(error);
     }
+    // Client-chosen text: a proxied URL (`.../services/x/proxy/?token=eyJ...`) or a User-Agent
+    // can carry a token as well. The nets only touch JWT and Bearer shapes.
+    redactor.scrub_text(&mut request.path);
+    redactor.scrub_text(&mut request.query);
+    redactor.scrub_text(&mut request.user_agent);
 }
 
 /// A body decoded and structurally redacted, before the text nets and the size limit.

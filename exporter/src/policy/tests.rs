@@ -57,11 +57,10 @@ const CALL: Call<'static> = Call {
 };
 
 fn exchange(call: &Call<'_>) -> Exchange {
-    let mut request_fields = vec![
-        (":method", call.method),
-        (":path", call.path),
-        ("user-agent", "kubectl/v1.33.1 (linux/amd64) kubernetes/abc"),
-    ];
+    let mut request_fields = vec![(":method", call.method), (":path", call.path)];
+    if !call.extra_headers.iter().any(|(n, _)| *n == "user-agent") {
+        request_fields.push(("user-agent", "kubectl/v1.33.1 (linux/amd64) kubernetes/abc"));
+    }
     if !call.request_body.is_empty() {
         request_fields.push(("content-type", call.request_type));
     }
@@ -978,6 +977,27 @@ fn headers_never_leave_the_node() {
             "Bearer",
         ],
     );
+}
+
+#[test]
+fn tokens_in_urls_and_user_agents_are_redacted() {
+    let token = jwt();
+    let path = format!(
+        "/api/v1/namespaces/kube-system/services/https:dashboard:/proxy/login?token={token}"
+    );
+    let agent = format!("curl/8.0 Bearer {token}");
+    let request = run(
+        &at("Metadata"),
+        &Call {
+            path: &path,
+            extra_headers: &[("user-agent", &agent)],
+            ..CALL
+        },
+    );
+    assert_eq!(request.subresource, "proxy");
+    assert_eq!(request.query, "token=[REDACTED]");
+    assert_eq!(request.user_agent, "curl/8.0 Bearer [REDACTED]");
+    assert_clean(&request, &[&token]);
 }
 
 // ---------------------------------------------------------------------------------------------
