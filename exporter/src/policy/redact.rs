@@ -2,10 +2,11 @@
 //!
 //! Structural redaction works on a parsed JSON/YAML document: it needs no schema, only the
 //! shapes that carry credentials in the Kubernetes API:
-//! - Secrets (`kind: Secret`, items of a `SecretList`, and every object of a request on the
-//!   `secrets` resource, whose bodies may lack `kind`: merge patches, list items, table rows):
-//!   the values of `data` and `stringData` (keys kept: operators want to know which keys
-//!   changed), the `value` of JSON-patch operations, and the
+//! - Secrets (`kind: Secret`, items of a `SecretList`, and every body of a request on the
+//!   `secrets` resource, which may lack `kind`: merge patches, list items, JSON patches): every
+//!   value but `apiVersion`, `kind`, `type`, `immutable`, the metadata and JSON-patch
+//!   `op`/`path`/`from` — that is `data` and `stringData` (keys kept: operators want to know which
+//!   keys changed), JSON-patch `value`s, and anything unknown — plus the
 //!   `kubectl.kubernetes.io/last-applied-configuration` annotation (a copy of the whole Secret).
 //! - `TokenRequest` (`serviceaccounts/token`) and `TokenReview` (`tokenreviews`): every `token`
 //!   field (`status.token`, `spec.token`).
@@ -80,10 +81,14 @@ impl Redactor {
         if depth > 256 {
             return;
         }
+        if secret {
+            self.walk_secret(value, depth);
+            return;
+        }
         match value {
             Value::Array(items) => {
                 for item in items {
-                    self.walk(item, secret, tokens, depth + 1);
+                    self.walk(item, false, tokens, depth + 1);
                 }
             }
             Value::Object(map) => {
@@ -92,22 +97,71 @@ impl Redactor {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_ascii_lowercase();
-                // Once inside a Secret (or a SecretList), everything below is treated as one:
-                // over-redacting a stray `data` key under a Secret costs nothing.
-                let secret = secret || kind == "secret" || kind == "secretlist";
+                if kind == "secret" || kind == "secretlist" {
+                    self.walk_secret(value, depth);
+                    return;
+                }
                 let tokens = tokens || kind == "tokenrequest" || kind == "tokenreview";
                 for (key, child) in map.iter_mut() {
-                    let lower = key.to_ascii_lowercase();
-                    let credential = (secret
-                        && (lower == "data"
-                            || lower == "stringdata"
-                            || lower == "value"
-                            || key == LAST_APPLIED))
-                        || (tokens && lower == "token");
-                    if credential {
+                    if tokens && key.eq_ignore_ascii_case("token") {
                         self.redact_leaves(child, 0);
                     } else {
-                        self.walk(child, secret, tokens, depth + 1);
+                        self.walk(child, false, tokens, depth + 1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A Secret, a SecretList, or any body of a request on `secrets` (patches, list items, JSON
+    /// patch operations). An allowlist, not a list of secret fields: only the type fields, the
+    /// metadata (less the last-applied copy) and JSON-patch `op`/`path`/`from` stay; every other
+    /// value is replaced, so an unknown field (`{"kind":"Secret","extra":"..."}`, a YAML anchor
+    /// outside `data`) cannot carry a value out.
+    fn walk_secret(&mut self, value: &mut Value, depth: usize) {
+        if depth > 256 {
+            return;
+        }
+        match value {
+            Value::Array(items) => {
+                for item in items {
+                    self.walk_secret(item, depth + 1);
+                }
+            }
+            Value::Object(map) => {
+                for (key, child) in map.iter_mut() {
+                    match key.as_str() {
+                        "apiVersion" | "kind" | "type" | "immutable" | "op" | "path" | "from"
+                            if !child.is_object() && !child.is_array() => {}
+                        "metadata" => self.walk_metadata(child, depth + 1),
+                        "items" => self.walk_secret(child, depth + 1),
+                        _ => self.redact_leaves(child, 0),
+                    }
+                }
+            }
+            other => self.redact_leaves(other, 0),
+        }
+    }
+
+    /// A Secret's metadata: names, labels, annotations and managedFields (keys only) are not
+    /// secret; the last-applied annotation is a copy of the whole Secret.
+    fn walk_metadata(&mut self, value: &mut Value, depth: usize) {
+        if depth > 256 {
+            return;
+        }
+        match value {
+            Value::Array(items) => {
+                for item in items {
+                    self.walk_metadata(item, depth + 1);
+                }
+            }
+            Value::Object(map) => {
+                for (key, child) in map.iter_mut() {
+                    if key == LAST_APPLIED {
+                        self.redact_leaves(child, 0);
+                    } else {
+                        self.walk_metadata(child, depth + 1);
                     }
                 }
             }

@@ -610,6 +610,39 @@ fn server_side_apply_yaml_on_a_secret() {
 }
 
 #[test]
+fn unknown_fields_and_yaml_anchors_of_a_secret_are_redacted_too() {
+    // The apiserver drops an unknown field, but the captured body would still carry it.
+    let request = run(
+        &at("Request"),
+        &Call {
+            method: "POST",
+            path: "/api/v1/namespaces/default/secrets",
+            request_body: r#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"x","labels":{"app":"web"}},"type":"kubernetes.io/basic-auth","immutable":true,"extra":"unknown-field-secret","Data":{"k":"Y2FzZS1zZWNyZXQ="}}"#,
+            ..CALL
+        },
+    );
+    let doc: serde_json::Value = serde_json::from_str(body_text(&request.request_body)).unwrap();
+    assert_eq!(doc["metadata"]["labels"]["app"], "web");
+    assert_eq!(doc["type"], "kubernetes.io/basic-auth");
+    assert_eq!(doc["immutable"], true);
+    assert_clean(&request, &["unknown-field-secret", "Y2FzZS1zZWNyZXQ="]);
+
+    let request = run(
+        &at("Request"),
+        &Call {
+            method: "PATCH",
+            path: "/api/v1/namespaces/default/secrets/db?fieldManager=x",
+            request_type: "application/apply-patch+yaml",
+            request_body: "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nx-base: &creds\n  password: yaml-anchor-secret\nstringData: *creds\n",
+            ..CALL
+        },
+    );
+    let text = body_text(&request.request_body);
+    assert!(text.contains("password: '[REDACTED]'"), "{text}");
+    assert_clean(&request, &["yaml-anchor-secret"]);
+}
+
+#[test]
 fn secret_get_and_secret_list_including_items_without_kind() {
     let get = run(
         &at("RequestResponse"),
@@ -1276,6 +1309,22 @@ fn templates() -> Vec<(
             "application/json",
             r#"{"kind":"Secret","stringData":{"k":V}}"#,
             r#"{"kind":"Status","status":"Failure","message":V,"code":422}"#,
+            false,
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/d/secrets",
+            "application/json",
+            r#"{"kind":"Secret","metadata":{"name":"s"},"unknownField":V,"nested":{"deep":[V]}}"#,
+            "",
+            false,
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/d/secrets/s",
+            "application/apply-patch+yaml",
+            "kind: Secret\nanchor: &a\n  k: YV\nstringData: *a\n",
+            "",
             false,
         ),
         (
