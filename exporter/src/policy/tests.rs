@@ -1175,6 +1175,31 @@ fn gzip_protobuf_binary_and_partial_bodies() {
 }
 
 #[test]
+fn hostile_yaml_is_bounded() {
+    // Billion laughs: nine levels of nine aliases. serde_yaml refuses to expand it; the secret
+    // body is then withheld, not rendered half-redacted.
+    let mut yaml = String::from("kind: Secret\na0: &a0 [\"laugh-secret-value\"]\n");
+    for i in 1..10 {
+        let prev = format!("*a{}", i - 1);
+        yaml.push_str(&format!("a{i}: &a{i} [{}]\n", [prev.as_str(); 9].join(",")));
+    }
+    let start = std::time::Instant::now();
+    let request = run(
+        &at("Request"),
+        &Call {
+            method: "PATCH",
+            path: "/api/v1/namespaces/default/secrets/db",
+            request_type: "application/apply-patch+yaml",
+            request_body: &yaml,
+            ..CALL
+        },
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    assert!(body_text(&request.request_body).starts_with("secret body not rendered"));
+    assert_clean(&request, &["laugh-secret-value"]);
+}
+
+#[test]
 fn text_nets() {
     let token = jwt();
     let text = format!("a {token} b Bearer {token}");
