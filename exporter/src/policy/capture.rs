@@ -10,7 +10,7 @@ use super::redact::{Redactor, Sensitivity, mentions_sensitive_kind, truncate_at_
 use crate::exchange::{Exchange, Message};
 use crate::k8s::ApiRequest;
 use crate::k8s::api_request::{CaptureLevel, CapturedBody};
-use crate::k8s::body::{PROTOBUF_MAGIC, gunzip_capped};
+use crate::k8s::body::{PROTOBUF_MAGIC, gunzip_capped, parse_unknown};
 
 /// Size limits of captured bodies.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -241,9 +241,20 @@ fn render(
         if sensitivity.any() {
             return withheld("protobuf");
         }
+        // The envelope's type says what it was; the object itself stays on the node.
+        let what = data
+            .strip_prefix(PROTOBUF_MAGIC.as_slice())
+            .and_then(|envelope| parse_unknown(envelope).ok())
+            .filter(|u| !u.kind.is_empty())
+            .map(|u| {
+                let mut name = format!(", {} {}", u.api_version, u.kind);
+                truncate_at_char_boundary(&mut name, 128);
+                name
+            })
+            .unwrap_or_default();
         return Some(Rendered::note(
             content_type,
-            format!("protobuf body ({size} bytes) not rendered"),
+            format!("protobuf body ({size} bytes{what}) not rendered"),
             false,
         ));
     }

@@ -1135,7 +1135,7 @@ fn gzip_protobuf_binary_and_partial_bodies() {
     assert!(body_text(&request.response_body).starts_with("gzip body ("));
 
     let mut pb = b"k8s\0".to_vec();
-    pb.extend_from_slice(b"\n\x0b\n\x02v1\x12\x05Pod");
+    pb.extend_from_slice(b"\n\x09\n\x02v1\x12\x03Pod");
     let mut ex = exchange(&Call {
         path: "/api/v1/namespaces/default/pods/p",
         response_type: "application/vnd.kubernetes.protobuf",
@@ -1144,7 +1144,10 @@ fn gzip_protobuf_binary_and_partial_bodies() {
     ex.response.body_bytes = pb.len() as u64;
     ex.response.body = pb;
     let request = run_with(&at("RequestResponse"), &ex, &CaptureLimits::default());
-    assert!(body_text(&request.response_body).starts_with("protobuf body ("));
+    assert_eq!(
+        body_text(&request.response_body),
+        "protobuf body (15 bytes, v1 Pod) not rendered"
+    );
 
     let mut ex = exchange(&Call {
         path: "/api/v1/namespaces/default/pods/p/log",
