@@ -2,7 +2,7 @@
 //!
 //! capture (eBPF uprobes on Go crypto/tls -> `TlsChunk`) -> reassembly (ordered byte streams per
 //! connection and direction) -> http (HTTP/2 + HPACK, HTTP/1.1 -> `HttpEvent`) -> exchange (one
-//! request + response per stream) -> k8s (`ApiRequest`) -> sinks.
+//! request + response per stream) -> k8s (`ApiRequest`) -> policy (capture level, redaction) -> sinks.
 //! `record` writes and reads the chunk stream as pcapng.
 
 pub mod capture;
@@ -10,6 +10,7 @@ pub mod exchange;
 pub mod http;
 pub mod k8s;
 pub mod pipeline;
+pub mod policy;
 pub mod reassembly;
 pub mod record;
 pub mod sinks;

@@ -12,6 +12,7 @@ use apiscope::capture::metrics::CaptureMetrics;
 use apiscope::capture::run::{FLUSH_GRACE, run_capture};
 use apiscope::k8s::ApiRequest;
 use apiscope::pipeline::{DecodeConfig, DecodeMetrics, DecodePipeline};
+use apiscope::policy::CapturePolicy;
 use apiscope::record::{ChunkReader, PcapngWriter, realtime_minus_monotonic_ns};
 use apiscope::sinks::prometheus::serve_metrics;
 use apiscope::sinks::stdout::{OutputFormat, table_header, write_chunk, write_request};
@@ -204,6 +205,8 @@ impl Output {
         decode: DecodeConfig,
         realtime_offset_ns: i64,
     ) -> Result<Self> {
+        // A bad policy file stops the start, before anything is created or captured.
+        let policy = CapturePolicy::from_flag(decode.capture_policy.as_deref())?;
         let mut out: Box<dyn Write + Send> = if output == "-" {
             Box::new(BufWriter::new(std::io::stdout()))
         } else {
@@ -217,7 +220,7 @@ impl Output {
         Ok(Output {
             out,
             format,
-            pipeline: DecodePipeline::new(decode, realtime_offset_ns),
+            pipeline: DecodePipeline::with_policy(decode, realtime_offset_ns, policy),
             metrics: Arc::new(DecodeMetrics::default()),
             requests: Vec::new(),
             last_idle_check_ns: 0,

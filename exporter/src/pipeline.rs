@@ -2,6 +2,7 @@
 //! k8s. The same code runs on live capture and on a replayed recording.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -16,6 +17,7 @@ use crate::exchange::{
 use crate::http::{HttpEvent, Protocol, ProtocolDecoder, ProtocolLimits};
 use crate::k8s::ApiRequest;
 use crate::k8s::body::BodyLimits;
+use crate::policy::{CaptureLimits, CapturePolicy};
 use crate::reassembly::{Eviction, Reassembler, ReassemblyConfig, ReassemblyMetrics, pieces};
 
 /// Decoder settings (`apiscope capture` / `apiscope replay` flags).
@@ -44,6 +46,14 @@ pub struct DecodeConfig {
     /// client) and report them with `role: client`.
     #[arg(long)]
     pub include_outgoing: bool,
+    /// Capture policy (YAML or JSON, in the style of an audit policy): which requests are
+    /// reported and with which bodies. Without it, every request at level Metadata (no bodies).
+    #[arg(long, value_name = "FILE")]
+    pub capture_policy: Option<PathBuf>,
+    /// Longest captured body text (levels Request and RequestResponse); longer bodies are cut
+    /// and marked `truncated`.
+    #[arg(long, default_value_t = 64 << 10)]
+    pub max_captured_body_bytes: usize,
 }
 
 impl Default for DecodeConfig {
@@ -56,6 +66,8 @@ impl Default for DecodeConfig {
             max_decoded_connections: 8192,
             idle_timeout: Duration::from_secs(3600),
             include_outgoing: false,
+            capture_policy: None,
+            max_captured_body_bytes: 64 << 10,
         }
     }
 }
@@ -114,11 +126,23 @@ pub struct DecodePipeline {
     events: Vec<HttpEvent>,
     finished: Vec<Exchange>,
     body_limits: BodyLimits,
+    policy: CapturePolicy,
+    capture_limits: CaptureLimits,
 }
 
 impl DecodePipeline {
-    /// `realtime_offset_ns` is CLOCK_REALTIME - CLOCK_MONOTONIC of the capturing host.
+    /// `realtime_offset_ns` is CLOCK_REALTIME - CLOCK_MONOTONIC of the capturing host. Uses the
+    /// default capture policy; `config.capture_policy` is read by [`CapturePolicy::from_flag`]
+    /// and given to [`DecodePipeline::with_policy`] (reading a file can fail, this cannot).
     pub fn new(config: DecodeConfig, realtime_offset_ns: i64) -> Self {
+        DecodePipeline::with_policy(config, realtime_offset_ns, CapturePolicy::default())
+    }
+
+    pub fn with_policy(
+        config: DecodeConfig,
+        realtime_offset_ns: i64,
+        policy: CapturePolicy,
+    ) -> Self {
         let reassembler = Reassembler::new(ReassemblyConfig {
             max_connections: config.max_decoded_connections,
             idle_timeout: config.idle_timeout,
@@ -129,6 +153,10 @@ impl DecodePipeline {
             max_decoded_bytes: config.max_decompressed_bytes,
             ..BodyLimits::default()
         };
+        let capture_limits = CaptureLimits {
+            max_captured_body_bytes: config.max_captured_body_bytes,
+            max_decoded_bytes: config.max_decompressed_bytes,
+        };
         DecodePipeline {
             config,
             realtime_offset_ns,
@@ -137,6 +165,8 @@ impl DecodePipeline {
             events: Vec::new(),
             finished: Vec::new(),
             body_limits,
+            policy,
+            capture_limits,
         }
     }
 
@@ -260,8 +290,10 @@ impl DecodePipeline {
             {
                 continue;
             }
-            let request =
+            let mut request =
                 ApiRequest::from_exchange(&exchange, self.realtime_offset_ns, &self.body_limits);
+            // Level, bodies and redaction: nothing leaves the pipeline before this.
+            crate::policy::apply(&self.policy, &exchange, &mut request, &self.capture_limits);
             metrics.api_requests.inc();
             if request.incomplete.is_some() {
                 metrics.incomplete_requests.inc();

@@ -10,7 +10,9 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use apiscope::k8s::ApiRequest;
+use apiscope::k8s::api_request::CaptureLevel;
 use apiscope::pipeline::{DecodeConfig, DecodeMetrics, DecodePipeline};
+use apiscope::policy::CapturePolicy;
 use apiscope::record::ChunkReader;
 
 fn fixtures() -> PathBuf {
@@ -19,10 +21,13 @@ fn fixtures() -> PathBuf {
 
 /// Decodes a gzip-compressed pcapng recording as `apiscope replay` does.
 pub fn decode_recording(path: &Path) -> Vec<ApiRequest> {
+    decode_recording_with(path, DecodePipeline::new(DecodeConfig::default(), 0))
+}
+
+fn decode_recording_with(path: &Path, mut pipeline: DecodePipeline) -> Vec<ApiRequest> {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut reader = ChunkReader::new(BufReader::new(flate2::read::GzDecoder::new(file)));
     let metrics = DecodeMetrics::default();
-    let mut pipeline = DecodePipeline::new(DecodeConfig::default(), 0);
     let mut requests = Vec::new();
     let mut offset_known = false;
     while let Some(chunk) = reader.next() {
@@ -86,4 +91,63 @@ fn recordings_decode_to_their_golden_api_requests() {
             recording.display()
         );
     }
+}
+
+/// The real recording at level RequestResponse: every kind of body the workload sends (JSON,
+/// merge and JSON patches, apply-patch YAML, a gzip LIST, protobuf, a watch) is rendered or
+/// noted, bounded, and the request set is the golden one.
+#[test]
+fn the_recording_at_request_response() {
+    let recording = fixtures().join("cluster.pcapng.gz");
+    let policy = CapturePolicy::parse(
+        "rules:\n- level: None\n  nonResourceURLs: [/version]\n- level: RequestResponse\n",
+    )
+    .expect("policy");
+    let config = DecodeConfig::default();
+    let max = config.max_captured_body_bytes;
+    let requests =
+        decode_recording_with(&recording, DecodePipeline::with_policy(config, 0, policy));
+    let golden = decode_recording(&recording);
+    assert_eq!(requests.len(), golden.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for (request, plain) in requests.iter().zip(&golden) {
+        assert_eq!(request.audit_id, plain.audit_id);
+        assert_eq!(plain.capture_level, CaptureLevel::Metadata);
+        assert_eq!(plain.request_body, None);
+        if request.path == "/version" {
+            assert_eq!(request.capture_level, CaptureLevel::None);
+            assert_eq!(request.response_body, None);
+            continue;
+        }
+        assert_eq!(request.capture_level, CaptureLevel::RequestResponse);
+        for body in [&request.request_body, &request.response_body]
+            .into_iter()
+            .flatten()
+        {
+            assert!(body.text.len() <= max);
+            assert!(!body.redacted, "{}: nothing secret here", request.path);
+            let what = if body.text.starts_with("watch stream") {
+                "watch"
+            } else if body.text.starts_with("protobuf body") {
+                "protobuf"
+            } else if body.content_type.contains("yaml") {
+                "yaml"
+            } else if body.truncated {
+                "truncated"
+            } else {
+                serde_json::from_str::<serde_json::Value>(&body.text)
+                    .unwrap_or_else(|e| panic!("{}: {e}: {}", request.path, body.text));
+                "json"
+            };
+            seen.insert(what);
+        }
+        if request.metric_verb == "APPLY" {
+            let body = request.request_body.as_ref().expect("apply body");
+            // kubectl sends its apply patch as JSON (JSON is YAML); it stays JSON.
+            assert!(body.text.contains(r#""kind":"ConfigMap""#), "{}", body.text);
+        }
+    }
+    // The gzip LIST of 48 ConfigMaps of 4 KiB is over the 64 KiB default: cut, and says so.
+    let expected = ["json", "protobuf", "truncated", "watch", "yaml"];
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), expected);
 }
