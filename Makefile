@@ -6,7 +6,7 @@ export APISCOPE_CACHE
 EBPF_OBJECT := target/bpfel-unknown-none/release/apiscope-ebpf
 K8S_BIN := $(APISCOPE_CACHE)/kubernetes-1.20.2/bin
 
-.PHONY: all setup build ebpf test test-pure test-e2e lint demo fixtures clean-cache
+.PHONY: all setup build ebpf test test-pure test-e2e fuzz-smoke lint demo fixtures clean-cache
 
 all: build
 
@@ -42,7 +42,19 @@ test-e2e: build
 	APISCOPE_REQUIRE_TOOLS=1 APISCOPE_EBPF_OBJECT=$(CURDIR)/$(EBPF_OBJECT) \
 	  cargo test --release -p apiscope-e2e -- --test-threads=1
 
-test: setup lint test-pure test-e2e
+# A short, bounded run of every fuzz target (cargo-fuzz, libFuzzer); longer runs by hand:
+#   cd fuzz && cargo +nightly fuzz run -O <target> -- -max_total_time=600
+FUZZ_SECONDS ?= 15
+FUZZ_TARGETS := http2_frames hpack pipeline bodies
+fuzz-smoke:
+	set -o pipefail && export PATH="$$(bash scripts/install-cargo-fuzz.sh):$$PATH" && cd fuzz && \
+	  CARGO_BUILD_JOBS=2 cargo +nightly fuzz build -O --target-dir $(APISCOPE_CACHE)/fuzz-target && \
+	  for target in $(FUZZ_TARGETS); do \
+	    cargo +nightly fuzz run -O --target-dir $(APISCOPE_CACHE)/fuzz-target $$target -- \
+	      -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -3 || exit 1; \
+	  done
+
+test: setup lint test-pure fuzz-smoke test-e2e
 
 # Re-records the golden decode fixtures from a real cluster (checked against its audit log first),
 # then rewrites their expected ApiRequests. Review the diff before committing.
