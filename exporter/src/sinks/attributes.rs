@@ -125,9 +125,13 @@ pub fn route_template(request: &ApiRequest) -> String {
             rest = &rest[1..];
         }
     }
-    // `/namespaces/{ns}/{resource}...` is a namespaced route; `/namespaces/{ns}[/{sub}]` is the
-    // namespace object itself.
-    if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
+    // `/namespaces/{ns}/{resource}...` is a namespaced route; `/namespaces/{ns}` and
+    // `/namespaces/{ns}/{status|finalize}` are the namespace object itself (RequestInfo's rule).
+    if rest.first() == Some(&"namespaces")
+        && rest.len() >= 3
+        && rest[2] != "status"
+        && rest[2] != "finalize"
+    {
         out.push("namespaces");
         out.push("{namespace}");
         rest = &rest[2..];
@@ -336,4 +340,239 @@ pub fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
         .iter()
         .find(|kv| kv.key.as_str() == key)
         .map(|kv| &kv.value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::fixtures;
+
+    fn s(v: &str) -> Value {
+        Value::from(v.to_string())
+    }
+
+    /// Checks `expected` entries exactly and that `absent` keys are not there.
+    fn check(request: &ApiRequest, expected: &[(&str, Value)], absent: &[&str]) {
+        let attributes = span_attributes(request);
+        for (key, value) in expected {
+            assert_eq!(
+                find(&attributes, key),
+                Some(value),
+                "{key} of {} {}",
+                request.method,
+                request.path
+            );
+        }
+        for key in absent {
+            assert_eq!(find(&attributes, key), None, "{key} should be absent");
+        }
+        // One value per key: spans and logs must not carry duplicates.
+        let mut keys: Vec<&str> = attributes.iter().map(|kv| kv.key.as_str()).collect();
+        keys.sort_unstable();
+        let before = keys.len();
+        keys.dedup();
+        assert_eq!(before, keys.len(), "duplicate keys in {attributes:?}");
+    }
+
+    #[test]
+    fn create_maps_to_semconv_and_k8s_attributes() {
+        let r = fixtures::create_configmap();
+        check(
+            &r,
+            &[
+                (HTTP_REQUEST_METHOD, s("POST")),
+                (HTTP_ROUTE, s("/api/v1/namespaces/{namespace}/configmaps")),
+                (URL_PATH, s("/api/v1/namespaces/default/configmaps")),
+                (URL_QUERY, s("fieldManager=kubectl-create")),
+                (URL_SCHEME, s("https")),
+                (HTTP_RESPONSE_STATUS_CODE, Value::I64(201)),
+                (
+                    USER_AGENT_ORIGINAL,
+                    s("kubectl/v1.20.2 (linux/amd64) kubernetes/faecb19"),
+                ),
+                (CLIENT_ADDRESS, s("10.0.0.7")),
+                (CLIENT_PORT, Value::I64(51234)),
+                (SERVER_ADDRESS, s("10.0.0.1")),
+                (SERVER_PORT, Value::I64(6443)),
+                (NETWORK_PROTOCOL_NAME, s("http")),
+                (NETWORK_PROTOCOL_VERSION, s("2")),
+                (HTTP_REQUEST_BODY_SIZE, Value::I64(180)),
+                (HTTP_RESPONSE_BODY_SIZE, Value::I64(2500)),
+                (K8S_VERB, s("create")),
+                (K8S_METRIC_VERB, s("POST")),
+                (K8S_VERSION, s("v1")),
+                (K8S_RESOURCE, s("configmaps")),
+                (K8S_NAMESPACE, s("default")),
+                (K8S_NAME, s("app-config")),
+                (K8S_SCOPE, s("namespace")),
+                (K8S_AUDIT_ID, s("6f1c9e4a-0000-4000-8000-000000000001")),
+                (K8S_COMPONENT, s("kubectl")),
+                (K8S_DRY_RUN, Value::Bool(false)),
+                (K8S_LONG_RUNNING, Value::Bool(false)),
+                (K8S_CAPTURE_LEVEL, s("Metadata")),
+                (K8S_STREAM_ID, Value::I64(7)),
+            ],
+            &[
+                K8S_GROUP,
+                K8S_SUBRESOURCE,
+                ERROR_TYPE,
+                K8S_WATCH_EVENTS,
+                K8S_RETRY_AFTER,
+                K8S_SERVICE_ACCOUNT,
+            ],
+        );
+        assert_eq!(
+            span_name(&r),
+            "POST /api/v1/namespaces/{namespace}/configmaps"
+        );
+    }
+
+    #[test]
+    fn watch_carries_event_counts() {
+        let r = fixtures::watch_pods();
+        check(
+            &r,
+            &[
+                (HTTP_ROUTE, s("/api/v1/namespaces/{namespace}/pods")),
+                (K8S_VERB, s("watch")),
+                (K8S_METRIC_VERB, s("WATCH")),
+                (K8S_LONG_RUNNING, Value::Bool(true)),
+                (K8S_WATCH_EVENTS, Value::I64(11)),
+                (K8S_WATCH_EVENTS_ADDED, Value::I64(3)),
+                (K8S_WATCH_EVENTS_MODIFIED, Value::I64(5)),
+                (K8S_WATCH_EVENTS_DELETED, Value::I64(1)),
+                (K8S_WATCH_EVENTS_BOOKMARK, Value::I64(2)),
+                (K8S_WATCH_EVENTS_ERROR, Value::I64(0)),
+                (K8S_WATCH_EVENTS_OTHER, Value::I64(0)),
+            ],
+            &[],
+        );
+        assert_eq!(span_name(&r), "GET /api/v1/namespaces/{namespace}/pods");
+    }
+
+    #[test]
+    fn throttled_request_has_retry_after_and_apf_uids() {
+        let r = fixtures::throttled_list();
+        check(
+            &r,
+            &[
+                (HTTP_RESPONSE_STATUS_CODE, Value::I64(429)),
+                (HTTP_ROUTE, s("/apis/apps/v1/deployments")),
+                (K8S_GROUP, s("apps")),
+                (K8S_METRIC_VERB, s("LIST")),
+                (K8S_SCOPE, s("cluster")),
+                (K8S_RETRY_AFTER, Value::I64(1)),
+                (K8S_FLOW_SCHEMA_UID, s("fs-uid-1")),
+                (K8S_PRIORITY_LEVEL_UID, s("pl-uid-1")),
+                (K8S_STATUS_REASON, s("TooManyRequests")),
+                (
+                    K8S_STATUS_MESSAGE,
+                    s("Too many requests, please try again later."),
+                ),
+            ],
+            // 4xx is not a server error.
+            &[ERROR_TYPE],
+        );
+    }
+
+    #[test]
+    fn non_resource_request_uses_its_path_as_route() {
+        let r = fixtures::healthz();
+        check(
+            &r,
+            &[
+                (HTTP_ROUTE, s("/healthz")),
+                (K8S_VERB, s("get")),
+                (K8S_METRIC_VERB, s("GET")),
+                (K8S_COMPONENT, s("kube-probe")),
+            ],
+            &[K8S_RESOURCE, K8S_SCOPE, K8S_GROUP, K8S_VERSION, URL_QUERY],
+        );
+        assert_eq!(span_name(&r), "GET /healthz");
+    }
+
+    #[test]
+    fn dry_run_by_service_account() {
+        let r = fixtures::dry_run_update_by_service_account();
+        check(
+            &r,
+            &[
+                (
+                    HTTP_ROUTE,
+                    s("/apis/apps/v1/namespaces/{namespace}/deployments/{name}"),
+                ),
+                (K8S_DRY_RUN, Value::Bool(true)),
+                (K8S_METRIC_VERB, s("PUT")),
+                (
+                    K8S_SERVICE_ACCOUNT,
+                    s("system:serviceaccount:argocd:argocd-application-controller"),
+                ),
+                (K8S_COMPONENT, s("argocd-application-controller")),
+            ],
+            &[],
+        );
+    }
+
+    #[test]
+    fn server_errors_and_missing_responses_set_error_type() {
+        let mut r = fixtures::request("GET", "/api/v1/nodes/n1", 503, 5);
+        check(&r, &[(ERROR_TYPE, s("503"))], &[]);
+        r.code = None;
+        r.incomplete = Some("stream reset".into());
+        check(
+            &r,
+            &[
+                (ERROR_TYPE, s("_OTHER")),
+                (K8S_INCOMPLETE, s("stream reset")),
+            ],
+            &[HTTP_RESPONSE_STATUS_CODE],
+        );
+    }
+
+    #[test]
+    fn route_templates() {
+        let cases = [
+            (
+                "GET",
+                "/api/v1/namespaces/default/configmaps/cm1",
+                "/api/v1/namespaces/{namespace}/configmaps/{name}",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/default",
+                "/api/v1/namespaces/{name}",
+            ),
+            (
+                "PUT",
+                "/api/v1/namespaces/default/finalize",
+                "/api/v1/namespaces/{name}/finalize",
+            ),
+            (
+                "GET",
+                "/api/v1/nodes/n1/status",
+                "/api/v1/nodes/{name}/status",
+            ),
+            ("GET", "/api/v1/watch/pods", "/api/v1/watch/pods"),
+            (
+                "GET",
+                "/api/v1/watch/namespaces/ns/pods/p",
+                "/api/v1/watch/namespaces/{namespace}/pods/{name}",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/ns/pods/p/proxy/a/b",
+                "/api/v1/namespaces/{namespace}/pods/{name}/proxy/{path}",
+            ),
+            ("GET", "/apis/apps/v1", "/apis/apps/v1"),
+            ("GET", "/openapi/v2", "/openapi/v2"),
+        ];
+        for (method, target, route) in cases {
+            let r = fixtures::request(method, target, 200, 1);
+            assert_eq!(route_template(&r), route, "{target}");
+        }
+        let mut odd = fixtures::request("GET", "/api/v1/pods", 200, 1);
+        odd.method = "PROPFIND".into();
+        assert_eq!(semconv_method(&odd.method), "_OTHER");
+        assert_eq!(span_name(&odd), "HTTP /api/v1/pods");
+    }
 }

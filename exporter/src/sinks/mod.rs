@@ -7,6 +7,8 @@
 //! - `otlp`: spans, log records and metrics over OTLP.
 
 pub mod attributes;
+#[cfg(test)]
+mod fixtures;
 pub mod otlp;
 pub mod prometheus;
 pub mod request_metrics;

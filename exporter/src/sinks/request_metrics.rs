@@ -647,3 +647,215 @@ fn nonresource_path(path: &str) -> String {
     }
     if out.is_empty() { "/".to_string() } else { out }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::fixtures;
+
+    fn encode(metrics: &RequestMetrics) -> String {
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    fn lines_with<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+        text.lines().filter(|l| l.starts_with(prefix)).collect()
+    }
+
+    fn observe_fixtures() -> RequestMetrics {
+        let m = RequestMetrics::default();
+        for r in [
+            fixtures::create_configmap(),
+            fixtures::watch_pods(),
+            fixtures::throttled_list(),
+            fixtures::healthz(),
+            fixtures::dry_run_update_by_service_account(),
+        ] {
+            m.observe(&r);
+        }
+        m
+    }
+
+    #[test]
+    fn request_total_has_the_apiserver_label_set_plus_client() {
+        let text = encode(&observe_fixtures());
+        let mut lines = lines_with(&text, "apiscope_request_total{");
+        lines.sort_unstable();
+        assert_eq!(
+            lines,
+            [
+                r#"apiscope_request_total{verb="LIST",dry_run="",group="apps",version="v1",resource="deployments",subresource="",scope="cluster",component="apiserver",code="429",client="kubectl"} 1"#,
+                r#"apiscope_request_total{verb="POST",dry_run="",group="",version="v1",resource="configmaps",subresource="",scope="namespace",component="apiserver",code="201",client="kubectl"} 1"#,
+                r#"apiscope_request_total{verb="PUT",dry_run="All",group="apps",version="v1",resource="deployments",subresource="",scope="namespace",component="apiserver",code="200",client="argocd-application-controller"} 1"#,
+                r#"apiscope_request_total{verb="WATCH",dry_run="",group="",version="v1",resource="pods",subresource="",scope="namespace",component="apiserver",code="200",client="kubectl"} 1"#,
+            ]
+        );
+        // /healthz is not an apiserver_request_total request: counted on its own.
+        assert_eq!(
+            lines_with(&text, "apiscope_nonresource_request_total{"),
+            [
+                r#"apiscope_nonresource_request_total{verb="GET",path="/healthz",code="200",client="kube-probe"} 1"#
+            ]
+        );
+    }
+
+    #[test]
+    fn duration_buckets_are_the_apiservers() {
+        let text = encode(&observe_fixtures());
+        let labels = r#"verb="POST",dry_run="",group="",version="v1",resource="configmaps",subresource="",scope="namespace",component="apiserver""#;
+        let buckets: Vec<String> = lines_with(&text, "apiscope_request_duration_seconds_bucket{")
+            .into_iter()
+            .filter(|l| l.contains(labels))
+            .map(|l| l.replace(&format!(",{labels}"), ""))
+            .collect();
+        // A 12 ms create: in every bucket. prometheus-client writes bounds as floats ("1.0").
+        let expected: Vec<String> = [
+            "0.05", "0.1", "0.2", "0.4", "0.6", "0.8", "1.0", "1.25", "1.5", "2.0", "3.0", "4.0",
+            "5.0", "6.0", "8.0", "10.0", "15.0", "20.0", "30.0", "45.0", "60.0", "+Inf",
+        ]
+        .iter()
+        .map(|le| format!(r#"apiscope_request_duration_seconds_bucket{{le="{le}"}} 1"#))
+        .collect();
+        assert_eq!(buckets, expected);
+        assert!(text.contains(&format!(
+            "apiscope_request_duration_seconds_sum{{{labels}}} 0.012\n"
+        )));
+        // v1.20 observes WATCH durations too: a 65 s watch lands only in +Inf.
+        let watch = r#"verb="WATCH",dry_run="",group="",version="v1",resource="pods",subresource="",scope="namespace",component="apiserver""#;
+        assert!(text.contains(&format!(
+            "apiscope_request_duration_seconds_bucket{{le=\"60.0\",{watch}}} 0\n"
+        )));
+        assert!(text.contains(&format!(
+            "apiscope_request_duration_seconds_bucket{{le=\"+Inf\",{watch}}} 1\n"
+        )));
+    }
+
+    #[test]
+    fn response_sizes_only_for_get_and_list_routes() {
+        let m = observe_fixtures();
+        let legacy_watch = fixtures::request("GET", "/api/v1/watch/namespaces/a/pods", 200, 10);
+        m.observe(&legacy_watch);
+        let get = fixtures::request("GET", "/api/v1/namespaces/a/pods/p", 200, 10);
+        m.observe(&get);
+        let text = encode(&m);
+        let mut counts = lines_with(&text, "apiscope_response_sizes_bytes_count{");
+        counts.sort_unstable();
+        assert_eq!(
+            counts,
+            [
+                r#"apiscope_response_sizes_bytes_count{verb="GET",group="",version="v1",resource="pods",subresource="",scope="namespace",component="apiserver"} 1"#,
+                r#"apiscope_response_sizes_bytes_count{verb="LIST",group="apps",version="v1",resource="deployments",subresource="",scope="cluster",component="apiserver"} 1"#,
+                // ?watch=true on the list route (registered as LIST); the /watch/ route is not.
+                r#"apiscope_response_sizes_bytes_count{verb="WATCH",group="",version="v1",resource="pods",subresource="",scope="namespace",component="apiserver"} 1"#,
+            ]
+        );
+        let get_labels = r#"verb="GET",group="",version="v1",resource="pods",subresource="",scope="namespace",component="apiserver""#;
+        for (le, n) in [
+            ("1000.0", 0),
+            ("10000.0", 1),
+            ("1000000000.0", 1),
+            ("+Inf", 1),
+        ] {
+            let line =
+                format!("apiscope_response_sizes_bytes_bucket{{le=\"{le}\",{get_labels}}} {n}\n");
+            assert!(text.contains(&line), "{line}");
+        }
+    }
+
+    #[test]
+    fn watch_throttling_and_apf_counters() {
+        let text = encode(&observe_fixtures());
+        let mut events = lines_with(&text, "apiscope_watch_events_total{");
+        events.sort_unstable();
+        assert_eq!(
+            events,
+            [
+                r#"apiscope_watch_events_total{group="",version="v1",resource="pods",type="ADDED"} 3"#,
+                r#"apiscope_watch_events_total{group="",version="v1",resource="pods",type="BOOKMARK"} 2"#,
+                r#"apiscope_watch_events_total{group="",version="v1",resource="pods",type="DELETED"} 1"#,
+                r#"apiscope_watch_events_total{group="",version="v1",resource="pods",type="MODIFIED"} 5"#,
+            ]
+        );
+        assert_eq!(
+            lines_with(&text, "apiscope_watch_response_bytes_total{"),
+            [r#"apiscope_watch_response_bytes_total{group="",version="v1",resource="pods"} 9000"#]
+        );
+        assert_eq!(
+            lines_with(&text, "apiscope_request_throttled_total{"),
+            [
+                r#"apiscope_request_throttled_total{verb="LIST",group="apps",resource="deployments",client="kubectl",flow_schema_uid="fs-uid-1",priority_level_uid="pl-uid-1"} 1"#
+            ]
+        );
+        assert_eq!(
+            lines_with(&text, "apiscope_apf_requests_total{"),
+            [
+                r#"apiscope_apf_requests_total{flow_schema_uid="fs-uid-1",priority_level_uid="pl-uid-1",code="429"} 1"#
+            ]
+        );
+    }
+
+    #[test]
+    fn client_label_is_bounded() {
+        let m = RequestMetrics::default();
+        for i in 0..65 {
+            let mut r = fixtures::request("GET", "/api/v1/namespaces/a/pods/p", 200, 1);
+            r.component = format!("tool-{i}");
+            m.observe(&r);
+        }
+        // kubectl is well known: admitted even past the bound.
+        m.observe(&fixtures::request(
+            "GET",
+            "/api/v1/namespaces/a/pods/p",
+            200,
+            1,
+        ));
+        let text = encode(&m);
+        let lines = lines_with(&text, "apiscope_request_total{");
+        assert_eq!(lines.len(), 66, "64 tools + other + kubectl");
+        assert!(lines.iter().any(|l| l.contains(r#"client="tool-63""#)));
+        assert!(!lines.iter().any(|l| l.contains(r#"client="tool-64""#)));
+        assert!(lines.iter().any(|l| l.contains(r#"client="other"} 1"#)));
+        assert!(lines.iter().any(|l| l.contains(r#"client="kubectl"} 1"#)));
+        assert_eq!(
+            lines_with(&text, "apiscope_request_label_overflow_total{"),
+            [r#"apiscope_request_label_overflow_total{label="client"} 1"#]
+        );
+    }
+
+    #[test]
+    fn capture_level_none_still_counts_and_outgoing_calls_do_not() {
+        let m = RequestMetrics::default();
+        let mut quiet = fixtures::create_configmap();
+        quiet.capture_level = crate::k8s::api_request::CaptureLevel::None;
+        m.observe(&quiet);
+        let mut outgoing = fixtures::create_configmap();
+        outgoing.role = Role::Client;
+        m.observe(&outgoing);
+        let mut no_response = fixtures::request("GET", "/api/v1/nodes", 200, 1);
+        no_response.code = None;
+        m.observe(&no_response);
+        let text = encode(&m);
+        let mut lines = lines_with(&text, "apiscope_request_total{");
+        lines.sort_unstable();
+        assert_eq!(
+            lines,
+            [
+                r#"apiscope_request_total{verb="LIST",dry_run="",group="",version="v1",resource="nodes",subresource="",scope="cluster",component="apiserver",code="unknown",client="kubectl"} 1"#,
+                r#"apiscope_request_total{verb="POST",dry_run="",group="",version="v1",resource="configmaps",subresource="",scope="namespace",component="apiserver",code="201",client="kubectl"} 1"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn helpers() {
+        assert!(legacy_watch_path("/api/v1/watch/pods"));
+        assert!(legacy_watch_path("/apis/apps/v1/watch/deployments"));
+        assert!(!legacy_watch_path("/api/v1/pods"));
+        assert!(!legacy_watch_path("/apis/watch/v1/things"));
+        assert_eq!(nonresource_path("/debug/pprof/heap/x"), "/debug/pprof/heap");
+        assert_eq!(nonresource_path("/"), "/");
+    }
+}
