@@ -73,8 +73,8 @@ enum Command {
         /// json: one ApiRequest per line; table: for people; chunks: the raw TLS chunks.
         #[arg(long, value_enum, default_value = "json")]
         format: OutputFormat,
-        /// Replaying into a collector sends every request: when the export queue is full,
-        /// decoding waits (up to --otlp-timeout per item) instead of dropping.
+        // Replaying into a collector should send every request: replay sets block_when_full,
+        // so a full export queue makes decoding wait (while exports succeed) instead of drop.
         #[command(flatten)]
         otlp: OtlpArgs,
     },

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
@@ -44,7 +44,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::attributes::{self, span_attributes, span_name};
 use crate::capture::Role;
@@ -230,11 +230,13 @@ impl OtlpMetrics {
     fn signal(&self, signal: &'static str) -> SignalCounters {
         let label = SignalLabel { signal };
         SignalCounters {
+            signal,
             exported: self.exported.get_or_create_owned(&label),
             failed: self.failed.get_or_create_owned(&label),
             dropped: self.dropped.get_or_create_owned(&label),
             queued: self.queued.get_or_create_owned(&label),
             in_flight: Arc::new(AtomicU64::new(0)),
+            failing: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -255,17 +257,20 @@ impl OtlpMetrics {
 /// One signal's counters, shared by its admission processor and its counting exporter.
 #[derive(Clone, Debug)]
 struct SignalCounters {
+    signal: &'static str,
     exported: Counter,
     failed: Counter,
     dropped: Counter,
     queued: Gauge,
     /// Items handed to the SDK processor that the exporter has not returned yet.
     in_flight: Arc<AtomicU64>,
+    /// The last export failed: waiting for room would only wait for more failures.
+    failing: Arc<AtomicBool>,
 }
 
 impl SignalCounters {
     /// Admits one item if fewer than `capacity` are in flight; with `wait`, first waits that
-    /// long for room.
+    /// long for room, unless the collector is failing (then waiting cannot help).
     fn admit(&self, capacity: u64, wait: Option<Duration>) -> bool {
         let deadline = wait.map(|w| std::time::Instant::now() + w);
         loop {
@@ -276,19 +281,35 @@ impl SignalCounters {
             }
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             match deadline {
-                Some(deadline) if std::time::Instant::now() < deadline => {
+                Some(deadline)
+                    if std::time::Instant::now() < deadline
+                        && !self.failing.load(Ordering::Acquire) =>
+                {
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 _ => break,
             }
         }
         if self.dropped.inc() == 0 {
-            warn!("OTLP export queue full: dropping telemetry (see apiscope_otlp_dropped_total)");
+            warn!(
+                signal = self.signal,
+                "OTLP export queue full: dropping telemetry (see apiscope_otlp_dropped_total)"
+            );
         }
         false
     }
 
     fn done(&self, count: u64, ok: bool) {
+        // Logged on state changes only: a collector that is away fails every export.
+        let was_failing = self.failing.swap(!ok, Ordering::AcqRel);
+        if !ok && !was_failing {
+            warn!(
+                signal = self.signal,
+                "OTLP export failing (after retries); items are lost and counted in apiscope_otlp_failed_total"
+            );
+        } else if ok && was_failing {
+            info!(signal = self.signal, "OTLP export recovered");
+        }
         if ok {
             self.exported.inc_by(count);
         } else {
@@ -621,6 +642,7 @@ impl OtlpSink {
             logger_provider,
             meter_provider,
             runtime,
+            metrics,
             ..
         } = self;
         let (done, wait) = std::sync::mpsc::channel();
@@ -665,6 +687,15 @@ impl OtlpSink {
                 Ok(_) => finished += 1,
                 Err(_) => break,
             }
+        }
+        for signal in ["traces", "logs"] {
+            info!(
+                signal,
+                exported = metrics.exported(signal),
+                failed = metrics.failed(signal),
+                dropped = metrics.dropped(signal),
+                "OTLP export totals"
+            );
         }
         if let Some(runtime) = runtime {
             // Not `drop`: this may run on a thread of another runtime, where a blocking drop
