@@ -1102,7 +1102,9 @@ mod tests {
     }
 
     impl Receiver {
-        fn start() -> Receiver {
+        /// OTLP/HTTP (HTTP/1.1, protobuf bodies) or OTLP/gRPC (HTTP/2, length-prefixed messages,
+        /// `grpc-status` trailer). gRPC bodies are stored under the HTTP paths, unprefixed.
+        fn start(protocol: OtlpProtocol) -> Receiver {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
@@ -1121,24 +1123,23 @@ mod tests {
                         let service =
                             hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                                 let store = store.clone();
-                                async move {
-                                    let path = request.uri().path().to_string();
-                                    let body = request.into_body().collect().await?.to_bytes();
-                                    store.lock().unwrap().push((path, body.to_vec()));
-                                    let mut response =
-                                        hyper::Response::new(Full::new(Bytes::new()));
-                                    response.headers_mut().insert(
-                                        hyper::header::CONTENT_TYPE,
-                                        hyper::header::HeaderValue::from_static(
-                                            "application/x-protobuf",
-                                        ),
-                                    );
-                                    Ok::<_, hyper::Error>(response)
-                                }
+                                async move { Ok::<_, hyper::Error>(receive(request, &store).await) }
                             });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        let io = TokioIo::new(stream);
+                        let _ = match protocol {
+                            OtlpProtocol::HttpProtobuf => {
+                                hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(io, service)
+                                    .await
+                            }
+                            OtlpProtocol::Grpc => {
+                                hyper::server::conn::http2::Builder::new(
+                                    hyper_util::rt::TokioExecutor::new(),
+                                )
+                                .serve_connection(io, service)
+                                .await
+                            }
+                        };
                     });
                 }
             });
@@ -1158,6 +1159,56 @@ mod tests {
                 .map(|(_, b)| b.clone())
                 .collect()
         }
+    }
+
+    type ReplyBody = http_body_util::combinators::WithTrailers<
+        Full<Bytes>,
+        std::future::Ready<Option<Result<hyper::HeaderMap, std::convert::Infallible>>>,
+    >;
+
+    async fn receive(
+        request: hyper::Request<Incoming>,
+        store: &Received,
+    ) -> hyper::Response<ReplyBody> {
+        let path = request.uri().path().to_string();
+        let grpc = request
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let body = match request.into_body().collect().await {
+            Ok(body) => body.to_bytes().to_vec(),
+            Err(_) => Vec::new(),
+        };
+        let (path, body, content_type, reply, trailers) = if grpc {
+            let path = match path.as_str() {
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export" => "/v1/traces",
+                "/opentelemetry.proto.collector.logs.v1.LogsService/Export" => "/v1/logs",
+                "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export" => "/v1/metrics",
+                other => other,
+            }
+            .to_string();
+            // One uncompressed message: flag byte, 4-byte length, protobuf. The reply is an empty
+            // Export*ServiceResponse, framed the same way, then the status trailer.
+            let mut trailers = hyper::HeaderMap::new();
+            trailers.insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+            (
+                path,
+                body.get(5..).unwrap_or_default().to_vec(),
+                "application/grpc",
+                Bytes::from_static(&[0, 0, 0, 0, 0]),
+                Some(Ok(trailers)),
+            )
+        } else {
+            (path, body, "application/x-protobuf", Bytes::new(), None)
+        };
+        store.lock().unwrap().push((path, body));
+        let mut response =
+            hyper::Response::new(Full::new(reply).with_trailers(std::future::ready(trailers)));
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static(content_type),
+        );
+        response
     }
 
     fn args(endpoint: String, protocol: OtlpProtocol) -> OtlpArgs {
@@ -1186,13 +1237,19 @@ mod tests {
 
     #[test]
     fn exports_spans_logs_and_metrics_over_http() {
-        let receiver = Receiver::start();
-        let sink = OtlpSink::new(&args(
-            format!("http://{}", receiver.address),
-            OtlpProtocol::HttpProtobuf,
-        ))
-        .unwrap()
-        .expect("configured");
+        exports_spans_logs_and_metrics(OtlpProtocol::HttpProtobuf);
+    }
+
+    #[test]
+    fn exports_spans_logs_and_metrics_over_grpc() {
+        exports_spans_logs_and_metrics(OtlpProtocol::Grpc);
+    }
+
+    fn exports_spans_logs_and_metrics(protocol: OtlpProtocol) {
+        let receiver = Receiver::start(protocol);
+        let sink = OtlpSink::new(&args(format!("http://{}", receiver.address), protocol))
+            .unwrap()
+            .expect("configured");
         let metrics =
             crate::sinks::request_metrics::RequestMetrics::default().with_otel(&sink.meter());
         let create = fixtures::create_configmap();
@@ -1364,51 +1421,64 @@ mod tests {
     #[test]
     fn collector_down_never_blocks_and_losses_are_counted() {
         for protocol in [OtlpProtocol::HttpProtobuf, OtlpProtocol::Grpc] {
-            let mut config = args(format!("http://{}", closed_port()), protocol);
-            config.otlp_max_queue_size = 8;
-            config.otlp_timeout = Duration::from_millis(500);
-            let sink = OtlpSink::new(&config).unwrap().expect("configured");
-            let metrics =
-                crate::sinks::request_metrics::RequestMetrics::default().with_otel(&sink.meter());
-            let request = fixtures::create_configmap();
-            let started = Instant::now();
-            for _ in 0..100 {
-                metrics.observe(&request);
-                sink.send(&request);
-            }
-            let elapsed = started.elapsed();
-            let stats = sink.metrics().clone();
-            // Nothing waits for the network: 100 spans + logs are queued or dropped at once.
-            assert!(
-                elapsed < Duration::from_secs(1),
-                "{protocol:?}: sending took {elapsed:?}"
-            );
-            assert!(
-                stats.dropped("traces") >= 92,
-                "{protocol:?}: {}",
-                stats.dropped("traces")
-            );
-            let shutdown = Instant::now();
-            sink.shutdown(Duration::from_secs(3));
-            let shutdown = shutdown.elapsed();
-            assert!(
-                shutdown < Duration::from_millis(3500),
-                "{protocol:?}: shutdown took {shutdown:?}"
-            );
-            for signal in ["traces", "logs"] {
-                assert_eq!(stats.exported(signal), 0);
-                assert_eq!(
-                    stats.failed(signal) + stats.dropped(signal),
-                    100,
-                    "{protocol:?} {signal}: every item accounted for"
-                );
-            }
-            assert!(stats.metric_export_failures() >= 1, "{protocol:?}");
-            eprintln!(
-                "{protocol:?}: 100 sends in {elapsed:?}, shutdown {shutdown:?}, traces dropped {} failed {}",
-                stats.dropped("traces"),
-                stats.failed("traces")
+            collector_unavailable(protocol, closed_port());
+        }
+    }
+
+    /// A collector that accepts connections and never answers: exports end at the timeout.
+    #[test]
+    fn hanging_collector_is_bounded_by_the_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        for protocol in [OtlpProtocol::HttpProtobuf, OtlpProtocol::Grpc] {
+            collector_unavailable(protocol, listener.local_addr().unwrap());
+        }
+    }
+
+    fn collector_unavailable(protocol: OtlpProtocol, address: SocketAddr) {
+        let mut config = args(format!("http://{address}"), protocol);
+        config.otlp_max_queue_size = 8;
+        config.otlp_timeout = Duration::from_millis(500);
+        let sink = OtlpSink::new(&config).unwrap().expect("configured");
+        let metrics =
+            crate::sinks::request_metrics::RequestMetrics::default().with_otel(&sink.meter());
+        let request = fixtures::create_configmap();
+        let started = Instant::now();
+        for _ in 0..100 {
+            metrics.observe(&request);
+            sink.send(&request);
+        }
+        let elapsed = started.elapsed();
+        let stats = sink.metrics().clone();
+        // Nothing waits for the network: 100 spans + logs are queued or dropped at once.
+        assert!(
+            elapsed < Duration::from_secs(1),
+            "{protocol:?}: sending took {elapsed:?}"
+        );
+        assert!(
+            stats.dropped("traces") >= 92,
+            "{protocol:?}: {}",
+            stats.dropped("traces")
+        );
+        let shutdown = Instant::now();
+        sink.shutdown(Duration::from_secs(3));
+        let shutdown = shutdown.elapsed();
+        assert!(
+            shutdown < Duration::from_millis(3500),
+            "{protocol:?}: shutdown took {shutdown:?}"
+        );
+        for signal in ["traces", "logs"] {
+            assert_eq!(stats.exported(signal), 0);
+            assert_eq!(
+                stats.failed(signal) + stats.dropped(signal),
+                100,
+                "{protocol:?} {signal}: every item accounted for"
             );
         }
+        assert!(stats.metric_export_failures() >= 1, "{protocol:?}");
+        eprintln!(
+            "{protocol:?}: 100 sends in {elapsed:?}, shutdown {shutdown:?}, traces dropped {} failed {}",
+            stats.dropped("traces"),
+            stats.failed("traces")
+        );
     }
 }
