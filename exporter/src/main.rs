@@ -321,6 +321,27 @@ mod tests {
             &["apiscope", "capture"][..],
             &["apiscope", "replay", "api.pcapng"],
             &["apiscope", "replay", "api.pcapng", "--format", "table"],
+            &[
+                "apiscope",
+                "capture",
+                "--otlp-endpoint",
+                "http://127.0.0.1:4317",
+                "--otlp-headers",
+                "authorization=Bearer x,x-tenant=a",
+                "--cluster-name",
+                "prod",
+            ],
+            &[
+                "apiscope",
+                "replay",
+                "api.pcapng",
+                "--otlp-endpoint",
+                "http://collector:4318",
+                "--otlp-protocol",
+                "http-protobuf",
+                "--otlp-timeout",
+                "2s",
+            ],
         ] {
             if let Err(e) = Cli::try_parse_from(args) {
                 panic!("{args:?}: {e}");
