@@ -14,6 +14,8 @@ use apiscope::k8s::ApiRequest;
 use apiscope::pipeline::{DecodeConfig, DecodeMetrics, DecodePipeline};
 use apiscope::policy::CapturePolicy;
 use apiscope::record::{ChunkReader, PcapngWriter, realtime_minus_monotonic_ns};
+use apiscope::sinks::Sinks;
+use apiscope::sinks::otlp::OtlpArgs;
 use apiscope::sinks::prometheus::serve_metrics;
 use apiscope::sinks::stdout::{OutputFormat, table_header, write_chunk, write_request};
 use clap::{Parser, Subcommand};
@@ -58,6 +60,8 @@ enum Command {
         /// Stop after this long (e.g. 30s); without it, run until SIGINT/SIGTERM.
         #[arg(long, value_parser = parse_duration)]
         duration: Option<std::time::Duration>,
+        #[command(flatten)]
+        otlp: OtlpArgs,
     },
     /// Decode a pcapng recording made by `capture --record`, exactly as `capture` decodes live.
     Replay {
@@ -70,6 +74,10 @@ enum Command {
         /// json: one ApiRequest per line; table: for people; chunks: the raw TLS chunks.
         #[arg(long, value_enum, default_value = "json")]
         format: OutputFormat,
+        // Replaying into a collector should send every request: replay sets block_when_full,
+        // so a full export queue makes decoding wait (while exports succeed) instead of drop.
+        #[command(flatten)]
+        otlp: OtlpArgs,
     },
 }
 
@@ -85,12 +93,20 @@ fn main() -> Result<()> {
             record,
             metrics_address,
             duration,
+            otlp,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            let output = Output::open(&output, format, decode, realtime_minus_monotonic_ns())?;
+            let output = Output::open(
+                &output,
+                format,
+                decode,
+                realtime_minus_monotonic_ns(),
+                &otlp,
+                CAPTURE_OTLP_FLUSH,
+            )?;
             runtime.block_on(capture(config, output, record, metrics_address, duration))
         }
         Command::Replay {
@@ -98,8 +114,11 @@ fn main() -> Result<()> {
             decode,
             output,
             format,
+            mut otlp,
         } => {
-            let mut output = Output::open(&output, format, decode, 0)?;
+            otlp.block_when_full = true;
+            let flush = otlp.otlp_timeout;
+            let mut output = Output::open(&output, format, decode, 0, &otlp, flush)?;
             // Streams: a recording can be far larger than memory.
             let mut reader = ChunkReader::open(&file)?;
             let mut offset_known = false;
@@ -129,6 +148,7 @@ async fn capture(
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     output.metrics.register(&mut registry);
+    output.sinks.register(&mut registry);
     let metrics_server = match metrics_address.0 {
         Some(address) => Some(serve_metrics(address, Arc::new(registry)).await?.1),
         None => None,
@@ -188,12 +208,18 @@ fn parse_metrics_address(text: &str) -> Result<MetricsAddress, String> {
         .map_err(|e| format!("{text:?}: {e} (host:port or off)"))
 }
 
-/// Decodes chunks and writes what the format asks for.
+/// How long `capture` waits for OTLP to flush at shutdown: within FLUSH_GRACE, which bounds the
+/// whole output side.
+const CAPTURE_OTLP_FLUSH: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Decodes chunks, writes what the format asks for, and hands every request to the sinks.
 struct Output {
     out: Box<dyn Write + Send>,
     format: OutputFormat,
     pipeline: DecodePipeline,
     metrics: Arc<DecodeMetrics>,
+    sinks: Sinks,
+    otlp_flush: std::time::Duration,
     requests: Vec<ApiRequest>,
     last_idle_check_ns: u64,
 }
@@ -204,6 +230,8 @@ impl Output {
         format: OutputFormat,
         decode: DecodeConfig,
         realtime_offset_ns: i64,
+        otlp: &OtlpArgs,
+        otlp_flush: std::time::Duration,
     ) -> Result<Self> {
         // A bad policy file stops the start, before anything is created or captured.
         let policy = CapturePolicy::from_flag(decode.capture_policy.as_deref())?;
@@ -222,6 +250,8 @@ impl Output {
             format,
             pipeline: DecodePipeline::with_policy(decode, realtime_offset_ns, policy),
             metrics: Arc::new(DecodeMetrics::default()),
+            sinks: Sinks::new(otlp)?,
+            otlp_flush,
             requests: Vec::new(),
             last_idle_check_ns: 0,
         })
@@ -248,6 +278,7 @@ impl Output {
 
     fn write_requests(&mut self) -> Result<()> {
         for request in self.requests.drain(..) {
+            self.sinks.send(&request);
             write_request(&mut self.out, self.format, &request)?;
         }
         Ok(())
@@ -257,6 +288,12 @@ impl Output {
         self.pipeline.finish(&self.metrics, &mut self.requests);
         self.write_requests()?;
         self.out.flush()?;
+        if !self.sinks.finish(self.otlp_flush) {
+            tracing::warn!(
+                deadline = ?self.otlp_flush,
+                "OTLP export did not finish before the deadline; unsent telemetry is lost"
+            );
+        }
         Ok(())
     }
 }
@@ -287,6 +324,27 @@ mod tests {
             &["apiscope", "capture"][..],
             &["apiscope", "replay", "api.pcapng"],
             &["apiscope", "replay", "api.pcapng", "--format", "table"],
+            &[
+                "apiscope",
+                "capture",
+                "--otlp-endpoint",
+                "http://127.0.0.1:4317",
+                "--otlp-headers",
+                "authorization=Bearer x,x-tenant=a",
+                "--cluster-name",
+                "prod",
+            ],
+            &[
+                "apiscope",
+                "replay",
+                "api.pcapng",
+                "--otlp-endpoint",
+                "http://collector:4318",
+                "--otlp-protocol",
+                "http-protobuf",
+                "--otlp-timeout",
+                "2s",
+            ],
         ] {
             if let Err(e) = Cli::try_parse_from(args) {
                 panic!("{args:?}: {e}");
