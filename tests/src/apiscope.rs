@@ -141,14 +141,19 @@ impl ApiscopeCapture {
         bail!("apiscope did not log {needles:?} within {timeout:?}")
     }
 
-    /// Scrapes apiscope's own Prometheus endpoint.
-    pub fn scrape_metrics(&mut self) -> Result<String> {
+    /// Where apiscope serves its metrics (it was started on an ephemeral port).
+    pub fn metrics_address(&mut self) -> Result<String> {
         let line = self.wait_for_log(&["serving Prometheus metrics"], Duration::from_secs(10))?;
         let line: serde_json::Value = serde_json::from_str(&line)?;
-        let address = line["fields"]["address"]
+        Ok(line["fields"]["address"]
             .as_str()
             .context("metrics address")?
-            .to_string();
+            .to_string())
+    }
+
+    /// Scrapes apiscope's own Prometheus endpoint.
+    pub fn scrape_metrics(&mut self) -> Result<String> {
+        let address = self.metrics_address()?;
         let mut stream = std::net::TcpStream::connect(&address)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         stream
