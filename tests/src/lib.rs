@@ -4,6 +4,7 @@
 pub mod apiscope;
 pub mod cluster;
 pub mod fidelity;
+pub mod httpsink;
 pub mod kafka;
 pub mod otelcol;
 pub mod tshark;

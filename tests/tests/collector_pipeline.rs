@@ -4,8 +4,10 @@
 //! record and one metric go in over OTLP/HTTP protobuf; the three Kafka topics must then hold
 //! exactly them, as `otlp_proto` records.
 //!
-//! Tempo, Loki and Prometheus are pointed at closed loopback ports: their exporters fail and retry
-//! in their own queues, which must not hold up the Kafka path.
+//! Loki's OTLP endpoint and the Prometheus remote-write receiver are small recording HTTP sinks
+//! (tests/src/httpsink.rs), checked for the same log record and metric. Tempo is left down (a closed
+//! loopback port): its exporter fails and retries in its own queue, which must hold up neither the
+//! Kafka path nor the other back ends.
 //!
 //! Needs no root. Skipped when the collector or Kafka is not installed, unless
 //! `APISCOPE_REQUIRE_TOOLS` is set (as `make test` does), where that fails instead.
@@ -14,6 +16,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
+use apiscope_e2e::cluster::KEEP_CLUSTER_ENV;
+use apiscope_e2e::httpsink::{HttpSink, SinkRequest};
 use apiscope_e2e::kafka::{self, KafkaBroker};
 use apiscope_e2e::otelcol::{self, Collector};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -70,11 +74,12 @@ fn production_pipeline_delivers_traces_logs_and_metrics_to_kafka() -> Result<()>
     let started = Instant::now();
     let workdir = work_directory()?;
     let result = run(&workdir);
-    match &result {
-        Ok(()) => {
-            let _ = std::fs::remove_dir_all(&workdir);
-        }
-        Err(_) => eprintln!("kept the work directory: {}", workdir.display()),
+    // Logs (collector, Kafka) stay for a failure, or on request with APISCOPE_KEEP_CLUSTER=1.
+    let keep = std::env::var(KEEP_CLUSTER_ENV).is_ok_and(|value| value == "1");
+    if result.is_ok() && !keep {
+        let _ = std::fs::remove_dir_all(&workdir);
+    } else {
+        eprintln!("kept the work directory: {}", workdir.display());
     }
     eprintln!("collector pipeline test took {:.1?}", started.elapsed());
     result
@@ -93,12 +98,23 @@ fn run(workdir: &std::path::Path) -> Result<()> {
         Duration::from_secs(30),
     )?;
 
+    let loki = HttpSink::start("loki")?;
+    let prometheus = HttpSink::start("prometheus")?;
+    let loki_endpoint = format!("{}/otlp", loki.url());
+    let remote_write_endpoint = format!("{}/api/v1/write", prometheus.url());
+
     let t = Instant::now();
     let bootstrap = broker.bootstrap();
+    // TEMPO_OTLP_ENDPOINT is left to the harness: a closed loopback port.
     let mut collector = Collector::start(
         &workdir.join("otelcol"),
         &[
             ("KAFKA_BROKERS", bootstrap.as_str()),
+            ("LOKI_OTLP_ENDPOINT", loki_endpoint.as_str()),
+            (
+                "PROMETHEUS_REMOTE_WRITE_ENDPOINT",
+                remote_write_endpoint.as_str(),
+            ),
             ("OTELCOL_LOG_LEVEL", "info"),
         ],
     )?;
@@ -131,6 +147,8 @@ fn run(workdir: &std::path::Path) -> Result<()> {
         check_traces(&bootstrap, &ids)?;
         check_logs(&bootstrap, &ids)?;
         check_metrics(&bootstrap)?;
+        check_loki(&loki, &ids)?;
+        check_remote_write(&prometheus)?;
         collector.ensure_running()?;
         broker.ensure_running()
     };
@@ -158,6 +176,126 @@ fn post(collector: &Collector, path: &str, body: &[u8]) -> Result<()> {
         String::from_utf8_lossy(&response)
     );
     Ok(())
+}
+
+/// Loki receives the log record as OTLP/HTTP protobuf at `<LOKI_OTLP_ENDPOINT>/v1/logs`.
+fn check_loki(loki: &HttpSink, ids: &Ids) -> Result<()> {
+    let request = loki.wait_for(
+        "the log record at Loki's OTLP endpoint",
+        CONSUME_TIMEOUT,
+        |request| request.path == "/otlp/v1/logs",
+    )?;
+    ensure!(
+        request.method == "POST",
+        "Loki got {} {}",
+        request.method,
+        request.path
+    );
+    ensure!(
+        header(&request, "content-type") == Some("application/x-protobuf"),
+        "Loki request headers {:?}",
+        request.headers
+    );
+    let logs: Vec<LogRecord> = ExportLogsServiceRequest::decode(request.body.as_slice())
+        .context("decoding Loki's request as ExportLogsServiceRequest")?
+        .resource_logs
+        .into_iter()
+        .flat_map(|resource| resource.scope_logs)
+        .flat_map(|scope| scope.log_records)
+        .collect();
+    ensure!(logs.len() == 1, "Loki got {} log records", logs.len());
+    ensure!(
+        logs[0].trace_id == ids.trace_id && string_body(&logs[0]) == Some(LOG_BODY),
+        "Loki got {:?}",
+        logs[0]
+    );
+    Ok(())
+}
+
+/// The Prometheus remote-write receiver gets the counter as a snappy-compressed WriteRequest.
+fn check_remote_write(prometheus: &HttpSink) -> Result<()> {
+    let request = prometheus.wait_for(
+        "the metric at the Prometheus remote-write endpoint",
+        CONSUME_TIMEOUT,
+        |request| request.path == "/api/v1/write",
+    )?;
+    ensure!(
+        header(&request, "content-encoding") == Some("snappy")
+            && header(&request, "content-type") == Some("application/x-protobuf"),
+        "remote-write headers {:?}",
+        request.headers
+    );
+    let body = snap::raw::Decoder::new()
+        .decompress_vec(&request.body)
+        .context("snappy-decoding the remote-write body")?;
+    let write = remote_write::WriteRequest::decode(body.as_slice())
+        .context("decoding the remote-write body as prometheus.WriteRequest")?;
+    let series: Vec<_> = write
+        .timeseries
+        .iter()
+        .filter(|series| {
+            series.labels.iter().any(|label| {
+                label.name == "__name__" && label.value.starts_with("apiscope_apiserver_requests")
+            })
+        })
+        .collect();
+    ensure!(
+        series.len() == 1,
+        "remote-write series {:?}",
+        write.timeseries
+    );
+    let series = series[0];
+    ensure!(
+        series
+            .labels
+            .iter()
+            .any(|l| l.name == "verb" && l.value == "list")
+            && series.samples.len() == 1
+            && series.samples[0].value == METRIC_VALUE as f64,
+        "remote-write series {series:?}"
+    );
+    Ok(())
+}
+
+/// The few messages of Prometheus' remote-write protocol (`prometheus.WriteRequest`, v1) we read.
+mod remote_write {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct WriteRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub timeseries: Vec<TimeSeries>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TimeSeries {
+        #[prost(message, repeated, tag = "1")]
+        pub labels: Vec<Label>,
+        #[prost(message, repeated, tag = "2")]
+        pub samples: Vec<Sample>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Label {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Sample {
+        #[prost(double, tag = "1")]
+        pub value: f64,
+        #[prost(int64, tag = "2")]
+        pub timestamp: i64,
+    }
+}
+
+fn header<'a>(request: &'a SinkRequest, name: &str) -> Option<&'a str> {
+    request.headers.get(name).map(String::as_str)
+}
+
+fn string_body(log: &LogRecord) -> Option<&str> {
+    log.body.as_ref().and_then(|body| match &body.value {
+        Some(any_value::Value::StringValue(text)) => Some(text.as_str()),
+        _ => None,
+    })
 }
 
 fn check_traces(bootstrap: &str, ids: &Ids) -> Result<()> {
@@ -228,11 +366,11 @@ fn check_logs(bootstrap: &str, ids: &Ids) -> Result<()> {
         records.len()
     );
     let log = &logs[0];
-    let body = log.body.as_ref().and_then(|body| match &body.value {
-        Some(any_value::Value::StringValue(text)) => Some(text.as_str()),
-        _ => None,
-    });
-    ensure!(body == Some(LOG_BODY), "log body {:?}", log.body);
+    ensure!(
+        string_body(log) == Some(LOG_BODY),
+        "log body {:?}",
+        log.body
+    );
     ensure!(
         log.trace_id == ids.trace_id,
         "log trace id {:02x?}",
