@@ -17,8 +17,9 @@ if [ ! -f "$home/.complete" ]; then
   log "fetching Apache Kafka $KAFKA_VERSION (kafka_2.13 + runtime dependencies) from Maven Central"
   start=$SECONDS
   rm -rf "$home" && mkdir -p "$home"
-  mvn -B -q -Dstyle.color=never -f "$ROOT/scripts/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
-    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$home/libs.tmp" >&2
+  mvn -B -Dstyle.color=never -f "$ROOT/scripts/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$home/libs.tmp" \
+    >"$home/mvn.log" 2>&1 || { tail -n 40 "$home/mvn.log" >&2; log "mvn failed; log: $home/mvn.log"; exit 1; }
   mv "$home/libs.tmp" "$home/libs"
   log "fetched $(ls "$home/libs" | wc -l) jars in $((SECONDS - start)) s"
   touch "$home/.complete"
