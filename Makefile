@@ -6,7 +6,7 @@ export APISCOPE_CACHE
 EBPF_OBJECT := target/bpfel-unknown-none/release/apiscope-ebpf
 K8S_BIN := $(APISCOPE_CACHE)/kubernetes-1.20.2/bin
 
-.PHONY: all setup build ebpf test test-pure test-e2e fuzz-smoke lint demo fixtures clean-cache
+.PHONY: all setup build ebpf test test-pure test-e2e test-collector fuzz-smoke lint validate-configs demo fixtures clean-cache
 
 all: build
 
@@ -14,6 +14,8 @@ setup:
 	bash scripts/install-packages.sh
 	bash scripts/install-ebpf-toolchain.sh
 	bash scripts/build-kubernetes.sh
+	bash scripts/install-otelcol.sh
+	bash scripts/install-kafka.sh
 
 # The eBPF crate is built for the BPF target with the toolchain route chosen by the install script.
 ebpf: 
@@ -35,6 +37,11 @@ lint:
 	cargo clippy --all-targets -- -D warnings
 	APISCOPE_EBPF_OBJECT=$(CURDIR)/$(EBPF_OBJECT) cargo clippy -p apiscope -p apiscope-e2e --all-targets -- -D warnings
 
+# The production collector config, checked by the real collector built from its manifest.
+validate-configs:
+	bash scripts/install-otelcol.sh
+	bash scripts/validate-configs.sh
+
 test-pure:
 	APISCOPE_REQUIRE_TOOLS=1 cargo test
 
@@ -54,7 +61,13 @@ fuzz-smoke:
 	      -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -3 || exit 1; \
 	  done
 
-test: setup lint test-pure fuzz-smoke test-e2e
+# Only the collector pipeline test (real collector + real Kafka; needs neither root nor eBPF).
+test-collector:
+	bash scripts/install-otelcol.sh
+	bash scripts/install-kafka.sh
+	APISCOPE_REQUIRE_TOOLS=1 cargo test --release -p apiscope-e2e --test collector_pipeline
+
+test: setup lint validate-configs test-pure fuzz-smoke test-e2e
 
 # Re-records the golden decode fixtures from a real cluster (checked against its audit log first),
 # then rewrites their expected ApiRequests. Review the diff before committing.

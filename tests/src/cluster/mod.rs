@@ -11,7 +11,7 @@
 
 mod audit;
 mod pki;
-mod process;
+pub mod process;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -113,10 +113,23 @@ impl ManagedProcess {
         args: Vec<String>,
         log_path: PathBuf,
     ) -> Result<ManagedProcess> {
+        Self::start_with_env(spawner, name, program, args, &[], log_path)
+    }
+
+    /// [`ManagedProcess::start`] with extra environment variables (on top of ours).
+    pub fn start_with_env(
+        spawner: &Spawner,
+        name: &'static str,
+        program: &Path,
+        args: Vec<String>,
+        env: &[(String, String)],
+        log_path: PathBuf,
+    ) -> Result<ManagedProcess> {
         let log = open_log(&log_path)?;
         let mut command = Command::new(program);
         command
             .args(&args)
+            .envs(env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("duplicating a log file handle")?)
             .stderr(log);
