@@ -110,6 +110,10 @@ fn run(workdir: &std::path::Path) -> Result<()> {
         &workdir.join("otelcol"),
         &[
             ("KAFKA_BROKERS", bootstrap.as_str()),
+            // The production defaults, pinned so that a developer's shell cannot redirect them.
+            ("KAFKA_TRACES_TOPIC", TRACES_TOPIC),
+            ("KAFKA_LOGS_TOPIC", LOGS_TOPIC),
+            ("KAFKA_METRICS_TOPIC", METRICS_TOPIC),
             ("LOKI_OTLP_ENDPOINT", loki_endpoint.as_str()),
             (
                 "PROMETHEUS_REMOTE_WRITE_ENDPOINT",
