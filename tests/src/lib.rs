@@ -7,5 +7,6 @@ pub mod fidelity;
 pub mod httpsink;
 pub mod kafka;
 pub mod otelcol;
+pub mod prometheus;
 pub mod tshark;
 pub mod workload;

@@ -207,7 +207,7 @@ pub fn http_post(
 }
 
 /// A minimal HTTP/1.1 client (one request per connection, `Connection: close`), bounded by socket
-/// timeouts. Enough for OTLP/HTTP and health checks; chunked responses are returned undecoded.
+/// timeouts. Enough for OTLP/HTTP, health checks and the Prometheus API (chunked bodies decoded).
 pub fn http_request(
     addr: SocketAddr,
     method: &str,
@@ -244,5 +244,37 @@ pub fn http_request(
         .nth(1)
         .and_then(|code| code.parse::<u16>().ok())
         .with_context(|| format!("malformed HTTP status line from {addr}: {head}"))?;
-    Ok((status, response[head_end + 4..].to_vec()))
+    let body = &response[head_end + 4..];
+    let chunked = head.lines().any(|line| {
+        let line = line.to_ascii_lowercase();
+        line.starts_with("transfer-encoding:") && line.contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body).with_context(|| format!("malformed chunked body from {addr}"))?
+    } else {
+        body.to_vec()
+    };
+    Ok((status, body))
+}
+
+/// The payload of a `Transfer-Encoding: chunked` body.
+fn dechunk(mut body: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("chunk size line without CRLF")?;
+        let size_text = String::from_utf8_lossy(&body[..line_end]);
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .with_context(|| format!("chunk size {size_text:?}"))?;
+        body = &body[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        let chunk = body.get(..size).context("chunk cut short")?;
+        out.extend_from_slice(chunk);
+        body = body.get(size + 2..).context("chunk without its CRLF")?;
+    }
 }

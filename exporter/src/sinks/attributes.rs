@@ -404,7 +404,7 @@ mod tests {
                 (K8S_RESOURCE, s("configmaps")),
                 (K8S_NAMESPACE, s("default")),
                 (K8S_NAME, s("app-config")),
-                (K8S_SCOPE, s("namespace")),
+                (K8S_SCOPE, s("resource")),
                 (K8S_AUDIT_ID, s("6f1c9e4a-0000-4000-8000-000000000001")),
                 (K8S_COMPONENT, s("kubectl")),
                 (K8S_DRY_RUN, Value::Bool(false)),

@@ -1,0 +1,465 @@
+//! Telemetry end to end (root), every component real: the test cluster, `apiscope capture`
+//! exporting OTLP/gRPC to the OpenTelemetry Collector built from otel-collector/builder-config.yaml
+//! running otel-collector/production.yaml into Apache Kafka (KRaft), and Prometheus scraping both
+//! apiscope and the apiserver.
+//!
+//! - Every ApiRequest apiscope printed has its span on the Kafka traces topic (name, kind,
+//!   captured start/end, status, k8s attributes) and its log record on the logs topic, carrying
+//!   the span's trace and span id.
+//! - `apiscope_request_total` increases over the workload window equal the apiserver's own
+//!   `apiserver_request_total` increases, label set by label set (differences are printed; the
+//!   resources the workload touches must agree exactly).
+//! - Secret test: a Secret and a TokenRequest with random values, captured at RequestResponse
+//!   (the most permissive level without an allow rule); the values must appear nowhere: Kafka
+//!   topics, Prometheus scrape, stdout JSON, apiscope's log.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail, ensure};
+use apiscope::capture::Role;
+use apiscope::k8s::ApiRequest;
+use apiscope::k8s::api_request::CaptureLevel;
+use apiscope_e2e::apiscope::{ApiscopeCapture, require_root, test_dir};
+use apiscope_e2e::cluster::{ClusterOptions, TestCluster};
+use apiscope_e2e::kafka::{self, KafkaBroker};
+use apiscope_e2e::otelcol::{self, Collector};
+use apiscope_e2e::prometheus::{Prometheus, prometheus_binary};
+use apiscope_e2e::workload::{setup_objects, workload_iteration};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+
+const TOPICS: [&str; 3] = ["apiscope-traces", "apiscope-logs", "apiscope-metrics"];
+/// The apiserver_request_total label set (apiscope adds `client`, summed away here).
+const LABELS: &str = "verb,dry_run,group,version,resource,subresource,scope,component,code";
+
+const POLICY: &str = r#"
+rules:
+  # Everything at the most permissive level that still redacts: no rule allows secrets.
+  - level: RequestResponse
+"#;
+
+fn tools_or_skip() -> bool {
+    let mut missing = Vec::new();
+    if otelcol::collector_binary().is_none() {
+        missing.push("the OpenTelemetry Collector (scripts/install-otelcol.sh)");
+    }
+    if !kafka::kafka_installed() {
+        missing.push("Apache Kafka (scripts/install-kafka.sh)");
+    }
+    if prometheus_binary().is_none() {
+        missing.push("Prometheus (scripts/install-packages.sh)");
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("APISCOPE_REQUIRE_TOOLS").is_none(),
+        "missing: {}",
+        missing.join(", ")
+    );
+    eprintln!("skipped: needs {}", missing.join(" and "));
+    false
+}
+
+#[test]
+fn requests_become_spans_logs_and_metrics_and_secrets_stay_home() -> Result<()> {
+    if !require_root("the telemetry test") || !tools_or_skip() {
+        return Ok(());
+    }
+    let dir = test_dir("telemetry")?;
+    let cluster = TestCluster::start(ClusterOptions::default())?;
+    setup_objects(&cluster, &dir)?;
+    let broker = KafkaBroker::start(&dir.join("kafka"))?;
+    broker.create_topics(&TOPICS, Duration::from_secs(30))?;
+    let bootstrap = broker.bootstrap();
+    let mut collector = Collector::start(
+        &dir.join("otelcol"),
+        &[("KAFKA_BROKERS", bootstrap.as_str())],
+    )?;
+
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, POLICY)?;
+    let pid = cluster.apiserver_pid().to_string();
+    let otlp = format!("http://{}", collector.otlp_grpc_endpoint());
+    let mut capture = ApiscopeCapture::start(
+        &dir,
+        &[
+            "--pid",
+            &pid,
+            "--otlp-endpoint",
+            &otlp,
+            "--otlp-protocol",
+            "grpc",
+            "--otlp-export-interval",
+            "1s",
+            "--cluster-name",
+            "e2e",
+            "--capture-policy",
+            policy.to_str().context("path")?,
+        ],
+    )?;
+    capture.wait_attached(cluster.apiserver_pid())?;
+    let apiscope_metrics = capture.metrics_address()?;
+    let pki = cluster.pki();
+    let prometheus = Prometheus::start(
+        &dir.join("prometheus"),
+        &format!(
+            "  - job_name: apiscope\n    static_configs: [{{targets: ['{apiscope_metrics}']}}]\n\
+             \x20 - job_name: apiserver\n    scheme: https\n    tls_config:\n      ca_file: {}\n      cert_file: {}\n      key_file: {}\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
+            pki.ca.cert.display(),
+            pki.admin_client.cert.display(),
+            pki.admin_client.key.display(),
+            cluster.apiserver_port()
+        ),
+    )?;
+    prometheus.wait_for_targets("apiscope", Duration::from_secs(30))?;
+    prometheus.wait_for_targets("apiserver", Duration::from_secs(30))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let window_start = unix_seconds();
+    std::thread::sleep(Duration::from_secs(2));
+
+    // The workload, with secrets in it.
+    let secret_value = random_token("secret-value");
+    let string_data_value = random_token("string-data");
+    cluster.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "e2e-secret",
+        "--namespace",
+        "fidelity",
+        &format!("--from-literal=password={secret_value}"),
+    ])?;
+    cluster.kubectl_ok(&[
+        "get",
+        "secret",
+        "e2e-secret",
+        "--namespace",
+        "fidelity",
+        "--output",
+        "yaml",
+    ])?;
+    cluster.kubectl_ok(&[
+        "patch",
+        "secret",
+        "e2e-secret",
+        "--namespace",
+        "fidelity",
+        "--type",
+        "merge",
+        "--patch",
+        &format!("{{\"stringData\":{{\"other\":\"{string_data_value}\"}}}}"),
+    ])?;
+    // A TokenRequest: the token is made by the apiserver; kubectl prints it.
+    cluster.kubectl_ok(&["create", "serviceaccount", "e2e", "--namespace", "fidelity"])?;
+    let token = cluster
+        .kubectl_ok(&[
+            "create",
+            "token",
+            "e2e",
+            "--namespace",
+            "fidelity",
+            "--duration",
+            "10m",
+        ])?
+        .trim()
+        .to_owned();
+    ensure!(
+        token.starts_with("eyJ"),
+        "kubectl create token gave {token:?}"
+    );
+    for i in 0..2 {
+        workload_iteration(&cluster, &dir, i)?;
+    }
+    // Two scrapes and one OTLP export interval after the last request.
+    std::thread::sleep(Duration::from_secs(4));
+    let window_end = unix_seconds();
+    let scrape = capture.scrape_metrics()?;
+    let result = capture.stop()?;
+
+    let requests: Vec<ApiRequest> = result
+        .requests()?
+        .into_iter()
+        .filter(|r| r.role == Role::Server)
+        .collect();
+    let exported: Vec<&ApiRequest> = requests
+        .iter()
+        .filter(|r| r.capture_level != CaptureLevel::None && r.audit_id.is_some())
+        .collect();
+    ensure!(exported.len() > 30, "only {} requests", exported.len());
+
+    // Kafka: spans and log records.
+    let traces = kafka::consume_all(&bootstrap, TOPICS[0], 1, 10_000, Duration::from_secs(30))?;
+    let logs = kafka::consume_all(&bootstrap, TOPICS[1], 1, 10_000, Duration::from_secs(30))?;
+    let metrics = kafka::consume_all(&bootstrap, TOPICS[2], 1, 10_000, Duration::from_secs(30))?;
+    let spans = decode_spans(&traces)?;
+    let records = decode_logs(&logs)?;
+    let mut span_by_audit_id: HashMap<String, &Span> = HashMap::new();
+    for span in &spans {
+        if let Some(id) = string_attribute(&span.attributes, "k8s.apiserver.audit_id") {
+            span_by_audit_id.insert(id, span);
+        }
+    }
+    let mut log_by_audit_id: HashMap<String, &LogRecord> = HashMap::new();
+    for record in &records {
+        if let Some(id) = string_attribute(&record.attributes, "k8s.apiserver.audit_id") {
+            log_by_audit_id.insert(id, record);
+        }
+    }
+    let mut problems = Vec::new();
+    for request in &exported {
+        let id = request.audit_id.as_deref().unwrap_or_default();
+        let Some(span) = span_by_audit_id.get(id) else {
+            problems.push(format!("{id} {} {}: no span", request.method, request.path));
+            continue;
+        };
+        check_span(request, span, &mut problems);
+        match log_by_audit_id.get(id) {
+            None => problems.push(format!("{id}: no log record")),
+            Some(record) => {
+                if record.trace_id != span.trace_id || record.span_id != span.span_id {
+                    problems.push(format!("{id}: log record not correlated with its span"));
+                }
+            }
+        }
+    }
+    eprintln!(
+        "kafka: {} span(s), {} log record(s), {} metric batch(es) for {} exported requests",
+        spans.len(),
+        records.len(),
+        metrics.len(),
+        exported.len()
+    );
+    ensure!(!metrics.is_empty(), "no metrics on {}", TOPICS[2]);
+
+    // Prometheus: apiscope vs the apiserver, label set by label set.
+    let delta = |metric: &str| -> Result<BTreeMap<String, f64>> {
+        let expr = format!("sum by ({LABELS}) ({metric})");
+        let at = |t| -> Result<BTreeMap<String, f64>> {
+            Ok(prometheus
+                .query(&expr, Some(t))?
+                .into_iter()
+                .map(|(labels, v)| (label_key(&labels), v))
+                .collect())
+        };
+        let (before, after) = (at(window_start)?, at(window_end)?);
+        Ok(after
+            .into_iter()
+            .map(|(k, v)| {
+                let d = v - before.get(&k).copied().unwrap_or(0.0);
+                (k, d)
+            })
+            .filter(|(_, d)| *d > 0.0)
+            .collect())
+    };
+    let ours = delta("apiscope_request_total")?;
+    let theirs = delta("apiserver_request_total")?;
+    let keys: BTreeSet<&String> = ours.keys().chain(theirs.keys()).collect();
+    let mut differences = Vec::new();
+    let mut agreeing = 0;
+    for key in keys {
+        let (a, b) = (
+            ours.get(key).copied().unwrap_or(0.0),
+            theirs.get(key).copied().unwrap_or(0.0),
+        );
+        if a == b {
+            agreeing += 1;
+        } else {
+            differences.push((key.clone(), a, b));
+        }
+    }
+    eprintln!(
+        "apiscope_request_total vs apiserver_request_total over {:.0} s: {agreeing} label sets agree, {} differ",
+        window_end - window_start,
+        differences.len()
+    );
+    for (key, a, b) in &differences {
+        eprintln!("  {key}: apiscope {a}, apiserver {b}");
+    }
+    for (key, a, b) in &differences {
+        if key.contains("resource=\"configmaps\"") || key.contains("resource=\"secrets\"") {
+            problems.push(format!("{key}: apiscope {a}, apiserver {b}"));
+        }
+    }
+
+    // Secrets stay home.
+    let mut outputs: Vec<(&str, Vec<u8>)> = vec![
+        ("stdout JSON", result.output.clone().into_bytes()),
+        ("apiscope log", result.log.join("\n").into_bytes()),
+        ("apiscope /metrics", scrape.into_bytes()),
+    ];
+    for (topic, records) in TOPICS.iter().zip([&traces, &logs, &metrics]) {
+        outputs.push((topic, records.concat()));
+    }
+    for secret in [&secret_value, &string_data_value, &token] {
+        for (name, bytes) in &outputs {
+            if contains(bytes, secret.as_bytes()) {
+                problems.push(format!("a secret value leaked into {name}"));
+            }
+        }
+    }
+    // The secret requests were captured, with bodies, redacted.
+    let secret_bodies = requests
+        .iter()
+        .filter(|r| r.resource == "secrets" || r.subresource == "token")
+        .filter(|r| {
+            r.request_body
+                .as_ref()
+                .or(r.response_body.as_ref())
+                .is_some()
+        })
+        .count();
+    ensure!(
+        secret_bodies >= 3,
+        "secret requests without bodies: {secret_bodies}"
+    );
+
+    prometheus.stop()?;
+    collector.ensure_running()?;
+    collector.stop()?;
+    broker.stop()?;
+    cluster.stop()?;
+    if !problems.is_empty() {
+        bail!("{} problem(s):\n{}", problems.len(), problems.join("\n"));
+    }
+    Ok(())
+}
+
+fn check_span(request: &ApiRequest, span: &Span, problems: &mut Vec<String>) {
+    let id = request.audit_id.as_deref().unwrap_or_default();
+    let mut expect = |what: &str, ok: bool| {
+        if !ok {
+            problems.push(format!(
+                "{id} {} {}: span {what}",
+                request.method, request.path
+            ));
+        }
+    };
+    // SPAN_KIND_SERVER
+    expect("kind", span.kind == 2);
+    expect(
+        "start time",
+        span.start_time_unix_nano == request.start_unix_nano,
+    );
+    expect("end time", span.end_time_unix_nano == request.end_unix_nano);
+    expect(
+        "name",
+        span.name.starts_with(&format!("{} ", request.method)),
+    );
+    let error = request.code.is_some_and(|c| c >= 500);
+    // STATUS_CODE_ERROR is 2.
+    expect(
+        "status",
+        span.status.as_ref().map_or(0, |s| s.code) == if error { 2 } else { 0 },
+    );
+    for (key, want) in [
+        ("k8s.apiserver.verb", request.verb.as_str()),
+        ("k8s.apiserver.resource", request.resource.as_str()),
+        ("k8s.apiserver.namespace", request.namespace.as_str()),
+        ("k8s.apiserver.name", request.name.as_str()),
+    ] {
+        if !want.is_empty() {
+            expect(
+                key,
+                string_attribute(&span.attributes, key).as_deref() == Some(want),
+            );
+        }
+    }
+    if let Some(code) = request.code {
+        expect(
+            "http.response.status_code",
+            int_attribute(&span.attributes, "http.response.status_code") == Some(i64::from(code)),
+        );
+    }
+}
+
+fn decode_spans(records: &[Vec<u8>]) -> Result<Vec<Span>> {
+    let mut spans = Vec::new();
+    for record in records {
+        let request = ExportTraceServiceRequest::decode(record.as_slice())
+            .context("a traces record is not OTLP protobuf")?;
+        for resource in request.resource_spans {
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+    }
+    Ok(spans)
+}
+
+fn decode_logs(records: &[Vec<u8>]) -> Result<Vec<LogRecord>> {
+    let mut logs = Vec::new();
+    for record in records {
+        let request = ExportLogsServiceRequest::decode(record.as_slice())
+            .context("a logs record is not OTLP protobuf")?;
+        for resource in request.resource_logs {
+            for scope in resource.scope_logs {
+                logs.extend(scope.log_records);
+            }
+        }
+    }
+    Ok(logs)
+}
+
+fn value_of<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)?
+        .value
+        .as_ref()
+        .and_then(|v: &AnyValue| v.value.as_ref())
+}
+
+fn string_attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
+    match value_of(attributes, key)? {
+        any_value::Value::StringValue(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn int_attribute(attributes: &[KeyValue], key: &str) -> Option<i64> {
+    match value_of(attributes, key)? {
+        any_value::Value::IntValue(i) => Some(*i),
+        _ => None,
+    }
+}
+
+fn label_key(labels: &BTreeMap<String, String>) -> String {
+    LABELS
+        .split(',')
+        .map(|l| {
+            format!(
+                "{l}=\"{}\"",
+                labels.get(l).map(String::as_str).unwrap_or("")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn unix_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// A value no fixture or log could contain by chance.
+fn random_token(prefix: &str) -> String {
+    let mut bytes = [0u8; 12];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut bytes);
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}-{hex}")
+}
