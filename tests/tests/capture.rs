@@ -5,168 +5,36 @@
 //! (tshark is the independent HTTP/2 oracle), and against what kubectl is known to have sent.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use apiscope::capture::{ChunkEventKind, ConnectionId, Direction, Role, TlsChunk};
+use apiscope_e2e::apiscope::{ApiscopeCapture, require_root, test_dir};
 use apiscope_e2e::cluster::{ClusterOptions, TestCluster};
 use apiscope_e2e::tshark::{TsharkHttp2Frame, dissect_http2};
 
 const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-fn require_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var_os("APISCOPE_REQUIRE_TOOLS").is_none(),
-        "the capture end-to-end test needs root (eBPF uprobes)"
-    );
-    eprintln!("skipped: the capture end-to-end test needs root (eBPF uprobes)");
-    false
+/// `apiscope capture --format chunks`: the raw chunk stream these tests check.
+fn start_capture(dir: &Path, selector: &[&str]) -> Result<ApiscopeCapture> {
+    let mut args = selector.to_vec();
+    args.extend(["--format", "chunks"]);
+    ApiscopeCapture::start(dir, &args)
 }
 
-fn apiscope_binary() -> PathBuf {
-    std::env::var_os("APISCOPE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/apiscope"))
-}
-
-/// A running `apiscope capture` with its stderr log lines collected in the background.
-struct Capture {
-    child: Child,
-    log_lines: mpsc::Receiver<String>,
-    log: Vec<String>,
-    chunks_path: PathBuf,
-    recording: PathBuf,
-}
-
-impl Capture {
-    fn start(dir: &Path, selector: &[&str]) -> Result<Capture> {
-        let chunks_path = dir.join("chunks.jsonl");
-        let recording = dir.join("capture.pcapng");
-        let mut child = Command::new(apiscope_binary())
-            .args(["--log", "info,apiscope=debug", "--log-json", "capture"])
-            .args(selector)
-            .args([
-                "--rescan-interval",
-                "200ms",
-                "--metrics-address",
-                "127.0.0.1:0",
-                "--format",
-                "chunks",
-                "--output",
-            ])
-            .arg(&chunks_path)
-            .arg("--record")
-            .arg(&recording)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (run `make build`)",
-                    apiscope_binary().display()
-                )
-            })?;
-        let stderr = child.stderr.take().expect("piped");
-        let (sender, log_lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("apiscope: {line}");
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Capture {
-            child,
-            log_lines,
-            log: Vec::new(),
-            chunks_path,
-            recording,
-        })
-    }
-
-    /// Waits (bounded) for a log line containing all of `needles`.
-    fn wait_for_log(&mut self, needles: &[&str], timeout: Duration) -> Result<String> {
-        let deadline = Instant::now() + timeout;
-        if let Some(line) = self
-            .log
-            .iter()
-            .find(|l| needles.iter().all(|n| l.contains(n)))
-        {
-            return Ok(line.clone());
-        }
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.log_lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if needles.iter().all(|n| line.contains(n)) {
-                        return Ok(line);
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        bail!("apiscope did not log {needles:?} within {timeout:?}")
-    }
-
-    /// Scrapes the capture's own Prometheus endpoint.
-    fn scrape_metrics(&mut self) -> Result<String> {
-        let line = self.wait_for_log(&["serving Prometheus metrics"], Duration::from_secs(10))?;
-        let line: serde_json::Value = serde_json::from_str(&line)?;
-        let address = line["fields"]["address"]
-            .as_str()
-            .context("metrics address")?
-            .to_string();
-        let mut stream = std::net::TcpStream::connect(&address)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        use std::io::{Read, Write};
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: apiscope\r\nConnection: close\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(response)
-    }
-
-    /// SIGTERM, bounded wait, and the final summary line.
-    fn stop(mut self) -> Result<(Vec<TlsChunk>, PathBuf, serde_json::Value)> {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let summary_line = self.wait_for_log(&["capture finished"], Duration::from_secs(20))?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait()?.is_none() {
-            if Instant::now() > deadline {
-                self.child.kill()?;
-                bail!("apiscope did not exit after SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let line: serde_json::Value = serde_json::from_str(&summary_line)?;
-        let summary: serde_json::Value = serde_json::from_str(
-            line["fields"]["summary"]
-                .as_str()
-                .context("summary field")?,
-        )?;
-        let chunks = std::fs::read_to_string(&self.chunks_path)?
-            .lines()
-            .map(serde_json::from_str)
-            .collect::<Result<Vec<TlsChunk>, _>>()?;
-        Ok((chunks, self.recording.clone(), summary))
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Stops the capture: its chunks, its recording and its final counters.
+fn stop_capture(capture: ApiscopeCapture) -> Result<(Vec<TlsChunk>, PathBuf, serde_json::Value)> {
+    let result = capture.stop()?;
+    let chunks = result
+        .output
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<Vec<TlsChunk>, _>>()?;
+    Ok((chunks, result.recording, result.summary))
 }
 
 /// One HTTP/2 frame as split from our own captured byte stream.
@@ -246,14 +114,14 @@ fn kubectl_ok(cluster: &TestCluster, args: &[&str]) -> Result<String> {
 
 #[test]
 fn captures_kubectl_traffic_of_a_stripped_apiserver_and_matches_tshark() -> Result<()> {
-    if !require_root() {
+    if !require_root("the capture end-to-end test") {
         return Ok(());
     }
     let cluster = TestCluster::start(ClusterOptions::default())?;
-    let dir = tempfile_dir("capture")?;
+    let dir = test_dir("capture")?;
     // By pid: another test cluster on the machine may run the same binary.
     let pid = cluster.apiserver_pid().to_string();
-    let mut capture = Capture::start(&dir, &["--pid", &pid])?;
+    let mut capture = start_capture(&dir, &["--pid", &pid])?;
     capture.wait_for_log(
         &["attached", &format!("\"pid\":{}", cluster.apiserver_pid())],
         Duration::from_secs(30),
@@ -333,7 +201,7 @@ fn captures_kubectl_traffic_of_a_stripped_apiserver_and_matches_tshark() -> Resu
         "{scraped}"
     );
 
-    let (chunks, recording, summary) = capture.stop()?;
+    let (chunks, recording, summary) = stop_capture(capture)?;
     eprintln!("capture summary: {summary}");
     for counter in [
         "ringbuf_full_drops",
@@ -484,13 +352,13 @@ fn captures_kubectl_traffic_of_a_stripped_apiserver_and_matches_tshark() -> Resu
 
 #[test]
 fn reattaches_after_the_apiserver_restarts() -> Result<()> {
-    if !require_root() {
+    if !require_root("the capture end-to-end test") {
         return Ok(());
     }
     let mut cluster = TestCluster::start(ClusterOptions::default())?;
-    let dir = tempfile_dir("restart")?;
+    let dir = test_dir("restart")?;
     let binary = std::fs::read_link(format!("/proc/{}/exe", cluster.apiserver_pid()))?;
-    let mut capture = Capture::start(&dir, &["--binary", binary.to_str().unwrap()])?;
+    let mut capture = start_capture(&dir, &["--binary", binary.to_str().unwrap()])?;
     let first_pid = cluster.apiserver_pid();
     capture.wait_for_log(
         &["attached", &format!("\"pid\":{first_pid}")],
@@ -523,7 +391,7 @@ fn reattaches_after_the_apiserver_restarts() -> Result<()> {
     )?;
     std::thread::sleep(Duration::from_millis(500));
 
-    let (chunks, _, summary) = capture.stop()?;
+    let (chunks, _, summary) = stop_capture(capture)?;
     eprintln!("capture summary: {summary}");
     let before = chunks
         .iter()
@@ -551,12 +419,6 @@ fn reattaches_after_the_apiserver_restarts() -> Result<()> {
     cluster.stop()?;
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
-}
-
-fn tempfile_dir(name: &str) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("apiscope-e2e-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 /// A decoded header block from the HTTP/2 header hooks, flattened for the checks below.
@@ -597,7 +459,7 @@ fn verb_matches(method: &str, verb: &str) -> bool {
 /// apiserver itself logged (audit log) and, on a new connection, to what tshark decodes.
 #[test]
 fn header_hooks_cover_connections_opened_before_attach() -> Result<()> {
-    if !require_root() {
+    if !require_root("the capture end-to-end test") {
         return Ok(());
     }
     use apiscope::capture::chunk::MessageKind;
@@ -607,11 +469,11 @@ fn header_hooks_cover_connections_opened_before_attach() -> Result<()> {
         ..ClusterOptions::default()
     })?;
     // Both controllers are running (and have listed and watched) before the capture starts.
-    let dir = tempfile_dir("header-hooks")?;
+    let dir = test_dir("header-hooks")?;
     // By pid, not by binary: other clusters on the machine may run the same cached apiserver
     // binary, and their requests are not in this cluster's audit log.
     let pid = cluster.apiserver_pid();
-    let mut capture = Capture::start(&dir, &["--pid", &pid.to_string()])?;
+    let mut capture = start_capture(&dir, &["--pid", &pid.to_string()])?;
     capture.wait_for_log(
         &["HTTP/2 header hooks attached", &format!("\"pid\":{pid}")],
         Duration::from_secs(30),
@@ -658,7 +520,7 @@ fn header_hooks_cover_connections_opened_before_attach() -> Result<()> {
             .any(|l| l.starts_with("apiscope_capture_header_blocks_total ") && !l.ends_with(" 0")),
         "{scraped}"
     );
-    let (chunks, recording, summary) = capture.stop()?;
+    let (chunks, recording, summary) = stop_capture(capture)?;
     eprintln!("capture summary: {summary}");
     assert!(chunks.iter().all(|c| c.connection.pid == pid));
     assert_eq!(summary["header_blocks_failed"], 0, "{summary}");
