@@ -15,11 +15,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 0' INT TERM
 
-target/release/apiscope-testcluster up --dir "$dir" --controller-manager --scheduler >"$dir/cluster.log" 2>&1 &
+# The cluster wants a directory of its own (it refuses a non-empty one).
+target/release/apiscope-testcluster up --dir "$dir/cluster" --controller-manager --scheduler >"$dir/cluster.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 120); do [ -s "$dir/cluster.env" ] && break; sleep 1; done
-[ -s "$dir/cluster.env" ] || { tail -30 "$dir/cluster.log"; log "the test cluster did not come up"; exit 1; }
-set -a; source "$dir/cluster.env"; set +a
+for _ in $(seq 1 120); do [ -s "$dir/cluster/cluster.env" ] && break; sleep 1; done
+[ -s "$dir/cluster/cluster.env" ] || { tail -30 "$dir/cluster.log"; log "the test cluster did not come up"; exit 1; }
+set -a; source "$dir/cluster/cluster.env"; set +a
 export KUBECONFIG="$APISCOPE_KUBECONFIG"
 
 target/release/apiscope capture --pid "$APISCOPE_APISERVER_PID" --output "$dir/requests.jsonl" \
@@ -35,7 +36,7 @@ cat <<MSG
     API requests   : $dir/requests.jsonl (one ApiRequest JSON object per line)
     recording      : $dir/capture.pcapng (apiscope replay --format table $dir/capture.pcapng;
                      tshark -r $dir/capture.pcapng -d tcp.port==$APISCOPE_APISERVER_PORT,http2)
-    live view      : not built yet (it arrives with the telemetry issue)
+    live view      : not built yet
   Ctrl-C stops everything.
 
 MSG
