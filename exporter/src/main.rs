@@ -222,6 +222,7 @@ struct Output {
     otlp_flush: std::time::Duration,
     requests: Vec<ApiRequest>,
     last_idle_check_ns: u64,
+    last_gauge_update_ns: u64,
 }
 
 impl Output {
@@ -254,6 +255,7 @@ impl Output {
             otlp_flush,
             requests: Vec::new(),
             last_idle_check_ns: 0,
+            last_gauge_update_ns: 0,
         })
     }
 
@@ -263,6 +265,11 @@ impl Output {
         }
         self.pipeline.push(chunk, &self.metrics, &mut self.requests);
         // Idle connections are looked for once a (capture-clock) minute.
+        // In-flight and long-running gauges: recomputed once a (capture-clock) second.
+        if chunk.timestamp_ns.saturating_sub(self.last_gauge_update_ns) > 1_000_000_000 {
+            self.last_gauge_update_ns = chunk.timestamp_ns;
+            self.pipeline.update_open_request_gauges(&self.metrics);
+        }
         if chunk.timestamp_ns.saturating_sub(self.last_idle_check_ns) > 60_000_000_000 {
             self.last_idle_check_ns = chunk.timestamp_ns;
             self.pipeline
@@ -286,6 +293,7 @@ impl Output {
 
     fn finish(mut self) -> Result<()> {
         self.pipeline.finish(&self.metrics, &mut self.requests);
+        self.pipeline.update_open_request_gauges(&self.metrics);
         self.write_requests()?;
         self.out.flush()?;
         if !self.sinks.finish(self.otlp_flush) {

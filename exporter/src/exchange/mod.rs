@@ -233,6 +233,13 @@ impl ExchangeAssembler {
         self.open.len()
     }
 
+    /// Exchanges whose request has started and whose response has not ended yet.
+    pub fn in_flight(&self) -> impl Iterator<Item = &Exchange> {
+        self.open
+            .values()
+            .filter(|e| e.request.fields.is_some() && !e.response.ended)
+    }
+
     /// Applies one protocol event; finished exchanges are appended to `done`.
     pub fn on_event(
         &mut self,

@@ -315,3 +315,26 @@ fn the_stream_table_is_bounded() {
     );
     assert_eq!(metrics.streams_evicted.get(), 1);
 }
+
+#[test]
+fn in_flight_are_the_started_and_unanswered_exchanges() {
+    let mut a = ExchangeAssembler::new(facts(), ExchangeLimits::default());
+    let done = run(
+        &mut a,
+        vec![
+            // Answered: not in flight.
+            head(1, MessageKind::Request, Some(get_pods()), true, 1),
+            head(1, MessageKind::Response, Some(ok_response()), true, 2),
+            // Started, response head sent but body still streaming (a watch): in flight.
+            head(3, MessageKind::Request, Some(get_pods()), true, 3),
+            head(3, MessageKind::Response, Some(ok_response()), false, 4),
+            // Started, no response yet: in flight.
+            head(5, MessageKind::Request, Some(get_pods()), false, 5),
+            // A stream seen only through an undecodable head: unknown request, not counted.
+            head(7, MessageKind::Request, None, true, 6),
+        ],
+    );
+    assert_eq!(done.len(), 1);
+    let streams: Vec<u32> = a.in_flight().map(|e| e.stream).collect();
+    assert_eq!(streams, vec![3, 5]);
+}
