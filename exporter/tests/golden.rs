@@ -151,3 +151,28 @@ fn the_recording_at_request_response() {
     let expected = ["json", "protobuf", "truncated", "watch", "yaml"];
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), expected);
 }
+
+#[test]
+fn open_watches_of_the_recording_show_in_the_long_running_gauge() {
+    let path = fixtures().join("cluster.pcapng.gz");
+    let file = std::fs::File::open(&path).expect("recording");
+    let reader = ChunkReader::new(BufReader::new(flate2::read::GzDecoder::new(file)));
+    let metrics = DecodeMetrics::default();
+    let mut pipeline = DecodePipeline::new(DecodeConfig::default(), 0);
+    let mut requests = Vec::new();
+    for chunk in reader {
+        pipeline.push(&chunk.expect("chunk"), &metrics, &mut requests);
+    }
+    pipeline.update_open_request_gauges(&metrics);
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    let open: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("apiscope_longrunning_requests{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    // kube-scheduler's 11 watches were still open when the recording stopped.
+    assert_eq!(open, 11.0, "{text}");
+}
