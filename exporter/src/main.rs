@@ -156,12 +156,24 @@ async fn capture(
     let (sender, mut receiver) = mpsc::channel::<TlsChunk>(config.queue_capacity.max(1));
     let mut recording = record.as_deref().map(PcapngWriter::create).transpose()?;
     // Decoding and output run on their own thread: they must not stall the ring-buffer reader.
+    let runtime = tokio::runtime::Handle::current();
     let writer = tokio::task::spawn_blocking(move || -> Result<()> {
-        while let Some(chunk) = receiver.blocking_recv() {
-            if let Some(recording) = recording.as_mut() {
-                recording.write_chunk(&chunk)?;
+        loop {
+            // Waits at most a second, so the open-request gauges stay fresh on a quiet apiserver.
+            let next = runtime.block_on(tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                receiver.recv(),
+            ));
+            match next {
+                Ok(Some(chunk)) => {
+                    if let Some(recording) = recording.as_mut() {
+                        recording.write_chunk(&chunk)?;
+                    }
+                    output.chunk(&chunk)?;
+                }
+                Ok(None) => break,
+                Err(_quiet_second) => output.refresh_gauges(),
             }
-            output.chunk(&chunk)?;
         }
         if let Some(recording) = recording.as_mut() {
             recording.flush()?;
@@ -281,6 +293,11 @@ impl Output {
             self.out.flush()?;
         }
         Ok(())
+    }
+
+    /// Recomputes the open-request gauges now (no chunk came for a while).
+    fn refresh_gauges(&mut self) {
+        self.pipeline.update_open_request_gauges(&self.metrics);
     }
 
     fn write_requests(&mut self) -> Result<()> {
