@@ -21,7 +21,7 @@ use crate::http::{HttpEvent, Protocol, ProtocolDecoder, ProtocolLimits};
 use crate::k8s::ApiRequest;
 use crate::k8s::body::BodyLimits;
 use crate::policy::{CaptureLimits, CapturePolicy};
-use crate::reassembly::{Eviction, Reassembler, ReassemblyConfig, ReassemblyMetrics, pieces};
+use crate::reassembly::{Reassembler, ReassemblyConfig, ReassemblyMetrics, pieces};
 
 /// Decoder settings (`apiscope capture` / `apiscope replay` flags).
 #[derive(Args, Clone, Debug)]
@@ -221,11 +221,11 @@ impl DecodePipeline {
         }
         let id = chunk.connection;
         let direction = chunk.payload().map(|(direction, _, _)| direction);
-        for (evicted, why) in
+        for (evicted, _why) in
             self.reassembler
                 .observe(id, direction, chunk.timestamp_ns, &metrics.reassembly)
         {
-            self.end_connection(evicted, ending_for(why), metrics);
+            self.end_connection(evicted, Ending::Evicted, metrics);
         }
         match &chunk.kind {
             ChunkEventKind::Data {
@@ -251,8 +251,8 @@ impl DecodePipeline {
                         .on_event(event, &metrics.exchange, &mut self.finished);
                 }
                 let held = state.decoder.buffered_bytes() + state.exchanges.buffered_bytes();
-                for (evicted, why) in self.reassembler.account(id, held, &metrics.reassembly) {
-                    self.end_connection(evicted, ending_for(why), metrics);
+                for (evicted, _why) in self.reassembler.account(id, held, &metrics.reassembly) {
+                    self.end_connection(evicted, Ending::Evicted, metrics);
                 }
             }
             ChunkEventKind::Headers {
@@ -397,14 +397,6 @@ fn protocol_label(protocol: Protocol) -> &'static str {
         Protocol::Http2 => "2",
         Protocol::Http1 => "1.1",
         Protocol::Unknown | Protocol::Opaque => "",
-    }
-}
-
-fn ending_for(eviction: Eviction) -> Ending {
-    match eviction {
-        Eviction::Idle | Eviction::TooManyConnections | Eviction::OverMemoryBudget => {
-            Ending::Evicted
-        }
     }
 }
 

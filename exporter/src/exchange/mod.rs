@@ -202,6 +202,9 @@ pub struct ExchangeAssembler {
     facts: ConnectionFacts,
     limits: ExchangeLimits,
     open: BTreeMap<StreamId, Exchange>,
+    /// Body bytes kept by the open exchanges, kept as a running sum: the pipeline asks after
+    /// every chunk, and a connection can carry hundreds of open watches.
+    held_body_bytes: usize,
 }
 
 impl ExchangeAssembler {
@@ -210,7 +213,15 @@ impl ExchangeAssembler {
             facts,
             limits,
             open: BTreeMap::new(),
+            held_body_bytes: 0,
         }
+    }
+
+    /// Takes a stream out of the open table, releasing what its bodies held.
+    fn take(&mut self, stream: StreamId) -> Option<Exchange> {
+        let exchange = self.open.remove(&stream)?;
+        self.held_body_bytes -= exchange.request.body.len() + exchange.response.body.len();
+        Some(exchange)
     }
 
     pub fn facts(&self) -> &ConnectionFacts {
@@ -223,10 +234,7 @@ impl ExchangeAssembler {
 
     /// Bytes held by open exchanges (bodies kept for decoding).
     pub fn buffered_bytes(&self) -> usize {
-        self.open
-            .values()
-            .map(|e| e.request.body.len() + e.response.body.len())
-            .sum()
+        self.held_body_bytes
     }
 
     pub fn open_streams(&self) -> usize {
@@ -332,6 +340,7 @@ impl ExchangeAssembler {
                     metrics.body_bytes_over_limit.inc_by(over);
                 }
                 message.ended |= end_stream;
+                self.held_body_bytes += kept;
                 self.finish_if_done(stream, done);
             }
             HttpEvent::Reset {
@@ -340,7 +349,7 @@ impl ExchangeAssembler {
                 direction,
                 timestamp_ns,
             } => {
-                if let Some(mut exchange) = self.open.remove(&stream) {
+                if let Some(mut exchange) = self.take(stream) {
                     let message = if direction == request_direction(self.facts.role) {
                         &mut exchange.request
                     } else {
@@ -371,7 +380,7 @@ impl ExchangeAssembler {
                     .map(|(id, _)| *id)
                     .collect();
                 for id in abandoned {
-                    if let Some(mut exchange) = self.open.remove(&id) {
+                    if let Some(mut exchange) = self.take(id) {
                         exchange.ending = Ending::GoAway { error_code };
                         done.push(finish(exchange));
                     }
@@ -421,6 +430,7 @@ impl ExchangeAssembler {
 
     /// Ends every open exchange (connection closed, evicted, shutdown).
     pub fn close(&mut self, ending: Ending, done: &mut Vec<Exchange>) {
+        self.held_body_bytes = 0;
         for (_, mut exchange) in std::mem::take(&mut self.open) {
             exchange.ending = ending.clone();
             done.push(finish(exchange));
@@ -435,7 +445,8 @@ impl ExchangeAssembler {
     ) -> &mut Exchange {
         if !self.open.contains_key(&stream) && self.open.len() >= self.limits.max_open_streams {
             // The lowest stream id is the oldest: watches that never ended, or lost ends.
-            if let Some((_, mut oldest)) = self.open.pop_first() {
+            let oldest_stream = self.open.first_key_value().map(|(id, _)| *id);
+            if let Some(mut oldest) = oldest_stream.and_then(|id| self.take(id)) {
                 oldest.ending = Ending::Evicted;
                 metrics.streams_evicted.inc();
                 done.push(finish(oldest));
@@ -453,7 +464,7 @@ impl ExchangeAssembler {
                 && (e.request.ended || e.request.head_seen || e.request.fields.is_some())
         });
         if finished {
-            if let Some(exchange) = self.open.remove(&stream) {
+            if let Some(exchange) = self.take(stream) {
                 done.push(finish(exchange));
             }
         }

@@ -338,3 +338,45 @@ fn in_flight_are_the_started_and_unanswered_exchanges() {
     let streams: Vec<u32> = a.in_flight().map(|e| e.stream).collect();
     assert_eq!(streams, vec![3, 5]);
 }
+
+#[test]
+fn held_body_bytes_follow_the_open_exchanges() {
+    let metrics = ExchangeMetrics::default();
+    let mut a = ExchangeAssembler::new(facts(), ExchangeLimits::default());
+    let mut done = Vec::new();
+    for stream in [1, 3] {
+        a.on_event(
+            head(stream, MessageKind::Request, Some(get_pods()), true, 1),
+            &metrics,
+            &mut done,
+        );
+        a.on_event(
+            head(stream, MessageKind::Response, Some(ok_response()), false, 2),
+            &metrics,
+            &mut done,
+        );
+        a.on_event(
+            body(stream, MessageKind::Response, b"abcd", 0, false, 3),
+            &metrics,
+            &mut done,
+        );
+    }
+    assert_eq!(a.buffered_bytes(), 8);
+    a.on_event(
+        body(1, MessageKind::Response, b"ef", 0, true, 4),
+        &metrics,
+        &mut done,
+    );
+    assert_eq!((done.len(), a.buffered_bytes()), (1, 4));
+    a.on_event(
+        HttpEvent::Reset {
+            stream: 3,
+            error_code: 8,
+            direction: Direction::Ingress,
+            timestamp_ns: 5,
+        },
+        &metrics,
+        &mut done,
+    );
+    assert_eq!((done.len(), a.buffered_bytes()), (2, 0));
+}

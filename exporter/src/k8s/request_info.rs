@@ -37,20 +37,6 @@ pub struct RequestInfo {
     pub parts: Vec<String>,
 }
 
-/// Labels of `apiserver_request_total` (without `code`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MetricLabels {
-    pub verb: String,
-    /// `cleanDryRun`: "" (no dryRun), "All", or "invalid".
-    pub dry_run: String,
-    pub group: String,
-    pub version: String,
-    pub resource: String,
-    pub subresource: String,
-    pub scope: String,
-    pub component: String,
-}
-
 /// Bounds what one request can make us allocate: the path parts and query pairs we look at.
 const MAX_PARTS: usize = 64;
 const MAX_QUERY_PAIRS: usize = 256;
@@ -316,27 +302,6 @@ pub fn is_long_running(info: &RequestInfo, method: &str) -> bool {
         LONG_RUNNING_SUBRESOURCES.contains(&info.subresource.as_str())
     } else {
         info.path.starts_with("/debug/pprof/")
-    }
-}
-
-/// All `apiserver_request_total` labels but `code`. `component` is passed in (see
-/// `client::component_from_user_agent`).
-pub fn metric_labels(
-    info: &RequestInfo,
-    method: &str,
-    query: &str,
-    content_type: &str,
-    component: &str,
-) -> MetricLabels {
-    MetricLabels {
-        verb: metric_verb(info, method, content_type),
-        dry_run: dry_run_label(query),
-        group: info.api_group.clone(),
-        version: info.api_version.clone(),
-        resource: info.resource.clone(),
-        subresource: info.subresource.clone(),
-        scope: scope(info).to_string(),
-        component: component.to_string(),
     }
 }
 
@@ -1596,34 +1561,6 @@ mod tests {
         assert_eq!(split_target("http://h:1"), ("", ""));
         assert_eq!(split_target("HTTPS://h/x?y=1"), ("/x", "y=1"));
         assert_eq!(split_target("*"), ("*", ""));
-    }
-
-    #[test]
-    fn labels_together() {
-        let info = resolve(
-            "PATCH",
-            "/apis/apps/v1/namespaces/a/deployments/d?dryRun=All&fieldManager=kubectl",
-        );
-        let labels = metric_labels(
-            &info,
-            "PATCH",
-            "dryRun=All&fieldManager=kubectl",
-            APPLY_PATCH_CONTENT_TYPE,
-            "kubectl",
-        );
-        assert_eq!(
-            labels,
-            MetricLabels {
-                verb: "APPLY".into(),
-                dry_run: "All".into(),
-                group: "apps".into(),
-                version: "v1".into(),
-                resource: "deployments".into(),
-                subresource: String::new(),
-                scope: "resource".into(),
-                component: "kubectl".into(),
-            }
-        );
     }
 
     #[test]

@@ -73,7 +73,6 @@ pub struct Reassembler {
 /// Why a connection left the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Eviction {
-    Idle,
     TooManyConnections,
     OverMemoryBudget,
 }
