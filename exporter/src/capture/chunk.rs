@@ -196,13 +196,26 @@ pub fn parse_header_block(payload: &[u8]) -> Option<ChunkEventKind> {
         let value = payload.get(at..at + field.value_len as usize)?;
         at += field.value_len as usize;
         fields.push(HeaderField {
-            name: String::from_utf8_lossy(name).into_owned(),
+            // HTTP/2 field names are lowercase; a response read from Go's header map has
+            // them in canonical form (`Audit-Id`), as the HPACK encoder would lowercase them.
+            name: String::from_utf8_lossy(name).to_ascii_lowercase(),
             value: String::from_utf8_lossy(value).into_owned(),
             sensitive: field.flags & HEADER_FIELD_SENSITIVE != 0,
         });
     }
     if at != payload.len() {
         return None;
+    }
+    // The one-hit response hook sends the status code in the prefix, not as a field.
+    if prefix.status != 0 && !fields.iter().any(|f| f.name == ":status") {
+        fields.insert(
+            0,
+            HeaderField {
+                name: ":status".into(),
+                value: prefix.status.to_string(),
+                sensitive: false,
+            },
+        );
     }
     Some(ChunkEventKind::Headers {
         message,
@@ -259,11 +272,23 @@ mod tests {
     use super::*;
 
     fn block(message: u32, stream_id: u32, fields: &[(&str, &str, bool)], dropped: u32) -> Vec<u8> {
+        block_with_status(message, stream_id, fields, dropped, 0)
+    }
+
+    fn block_with_status(
+        message: u32,
+        stream_id: u32,
+        fields: &[(&str, &str, bool)],
+        dropped: u32,
+        status: u32,
+    ) -> Vec<u8> {
         let prefix = HeaderBlockPrefix {
             stream_id,
             message,
             fields: fields.len() as u32,
             dropped_fields: dropped,
+            status,
+            _pad: 0,
         };
         let mut bytes = Vec::new();
         for word in [
@@ -271,6 +296,8 @@ mod tests {
             prefix.message,
             prefix.fields,
             prefix.dropped_fields,
+            prefix.status,
+            prefix._pad,
         ] {
             bytes.extend_from_slice(&word.to_le_bytes());
         }
@@ -319,6 +346,43 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_response_read_from_the_header_map_gets_its_status_and_lowercase_names() {
+        let payload = block_with_status(
+            HEADER_MESSAGE_RESPONSE,
+            3,
+            &[
+                ("Audit-Id", "a1", false),
+                ("content-type", "application/json", false),
+            ],
+            0,
+            429,
+        );
+        let Some(ChunkEventKind::Headers { fields, .. }) = parse_header_block(&payload) else {
+            panic!("not parsed");
+        };
+        assert_eq!(
+            fields,
+            [
+                HeaderField::new(":status", "429"),
+                HeaderField::new("audit-id", "a1"),
+                HeaderField::new("content-type", "application/json"),
+            ]
+        );
+        // A block that carries :status itself (field by field) keeps it, once.
+        let payload = block_with_status(
+            HEADER_MESSAGE_RESPONSE,
+            3,
+            &[(":status", "200", false)],
+            0,
+            200,
+        );
+        let Some(ChunkEventKind::Headers { fields, .. }) = parse_header_block(&payload) else {
+            panic!("not parsed");
+        };
+        assert_eq!(fields, [HeaderField::new(":status", "200")]);
     }
 
     #[test]
