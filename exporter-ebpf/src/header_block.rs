@@ -8,10 +8,50 @@ use apiscope_common::{
     HeaderBlockPrefix, HeaderFieldPrefix, KernelCounter, MAX_HEADER_NAME, MAX_HEADER_VALUE,
     OpenHeaderBlock,
 };
-use aya_ebpf::helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_user as probe_read_user_raw};
+use aya_ebpf::helpers::{
+    bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+    generated::bpf_probe_read_user as probe_read_user_raw,
+};
 
-use crate::emit::{connection_info, ring_output};
-use crate::maps::{count, process_address};
+use crate::emit::{connection_info, read_user, ring_output};
+use crate::maps::{GO_OFFSETS, HEADER_SCRATCH, count, process_address};
+
+/// `bpf_get_current_pid_tgid()` and the traced process's offsets, when its header hooks are on.
+#[inline(always)]
+pub fn header_hook_offsets() -> Option<(u64, GoOffsets)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let offsets = (unsafe { GO_OFFSETS.get((pid_tgid >> 32) as u32) }).copied()?;
+    (offsets.http2_enabled != 0).then_some((pid_tgid, offsets))
+}
+
+/// The per-CPU block under construction: ours for the duration of the program.
+#[inline(always)]
+pub fn scratch_block() -> Option<&'static mut OpenHeaderBlock> {
+    let block = HEADER_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU, and a program runs to completion on its CPU.
+    Some(unsafe { &mut *block })
+}
+
+/// What a response's writer holds at `writeResHeaders.writeFrame`: the stream id, the status
+/// code (0 for trailers) and the `*tls.Conn` behind the `*serverConn`; counted as a lost block
+/// when Go memory cannot be read.
+#[inline(always)]
+pub fn read_response_start(
+    writer: u64,
+    server_conn: u64,
+    o: &GoOffsets,
+) -> Option<(u32, u32, u64)> {
+    let (Some(stream_id), Some(status), Some(conn)) = (
+        read_user::<u32>(writer + o.http2_write_res_headers_stream_id),
+        read_user::<i64>(writer + o.http2_write_res_headers_status),
+        // The net.Conn interface's data word: the *tls.Conn the TLS probes key connections by.
+        read_user::<u64>(server_conn + o.http2_server_conn_conn + 8),
+    ) else {
+        count(KernelCounter::HeaderBlocksFailed, 1);
+        return None;
+    };
+    Some((stream_id, status.clamp(0, u32::MAX as i64) as u32, conn))
+}
 
 #[inline(always)]
 pub fn open_block(

@@ -3,25 +3,22 @@
 //! RBX = `f`.
 
 use apiscope_common::{HEADER_MESSAGE_REQUEST, KernelCounter, MAX_HEADER_FIELDS, Probe};
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::uprobe, programs::ProbeContext};
+use aya_ebpf::{macros::uprobe, programs::ProbeContext};
 
 use crate::emit::read_user;
-use crate::header_block::{append_field, open_block, submit_header_block};
-use crate::maps::{GO_OFFSETS, HEADER_SCRATCH, count, hit, regs};
+use crate::header_block::{
+    append_field, header_hook_offsets, open_block, scratch_block, submit_header_block,
+};
+use crate::maps::{count, hit, regs};
 
 #[uprobe]
 pub fn http2_process_headers(ctx: ProbeContext) -> u32 {
     hit(Probe::Http2ProcessHeaders);
     let r = regs(&ctx);
     let (server_conn, frame, goroutine) = (r.rax, r.rbx, r.r14);
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let pid = (pid_tgid >> 32) as u32;
-    let Some(o) = (unsafe { GO_OFFSETS.get(pid) }).copied() else {
+    let Some((pid_tgid, o)) = header_hook_offsets() else {
         return 0;
     };
-    if o.http2_enabled == 0 {
-        return 0;
-    }
     let Some(headers_frame) = read_user::<u64>(frame + o.http2_meta_headers_frame_headers_frame)
     else {
         count(KernelCounter::HeaderBlocksFailed, 1);
@@ -37,11 +34,9 @@ pub fn http2_process_headers(ctx: ProbeContext) -> u32 {
         count(KernelCounter::HeaderBlocksFailed, 1);
         return 0;
     };
-    let Some(block) = HEADER_SCRATCH.get_ptr_mut(0) else {
+    let Some(block) = scratch_block() else {
         return 0;
     };
-    // SAFETY: the per-CPU scratch entry is ours for the duration of this program.
-    let block = unsafe { &mut *block };
     open_block(
         block,
         conn,

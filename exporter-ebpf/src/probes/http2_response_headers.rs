@@ -12,14 +12,17 @@
 //! the trailer keys of a map that holds every header.
 
 use apiscope_common::{
-    GoOffsets, HEADER_MESSAGE_RESPONSE, KernelCounter, MAP_GROUP_SLOTS, MAX_MAP_GROUPS,
-    MAX_VALUES_PER_HEADER, OpenHeaderBlock, Probe,
+    GoOffsets, HEADER_MESSAGE_RESPONSE, MAP_GROUP_SLOTS, MAX_MAP_GROUPS, MAX_VALUES_PER_HEADER,
+    OpenHeaderBlock, Probe,
 };
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::uprobe, programs::ProbeContext};
+use aya_ebpf::{macros::uprobe, programs::ProbeContext};
 
 use crate::emit::read_user;
-use crate::header_block::{append_field, append_named_field, open_block, submit_header_block};
-use crate::maps::{GO_OFFSETS, HEADER_SCRATCH, count, hit, regs};
+use crate::header_block::{
+    append_field, append_named_field, header_hook_offsets, open_block, read_response_start,
+    scratch_block, submit_header_block,
+};
+use crate::maps::{hit, regs};
 
 /// Swiss-table control byte of a slot: the high bit is clear only for a full slot.
 const CTRL_EMPTY_OR_DELETED: u64 = 0x80;
@@ -29,31 +32,21 @@ pub fn http2_response_headers(ctx: ProbeContext) -> u32 {
     hit(Probe::Http2ResponseHeaders);
     let r = regs(&ctx);
     let (writer, server_conn, goroutine) = (r.rax, r.rcx, r.r14);
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let pid = (pid_tgid >> 32) as u32;
-    let Some(o) = (unsafe { GO_OFFSETS.get(pid) }).copied() else {
+    let Some((pid_tgid, o)) = header_hook_offsets() else {
         return 0;
     };
-    if o.http2_enabled == 0 || o.go_map_header_group_size == 0 {
+    if o.go_map_header_group_size == 0 {
         return 0;
     }
-    let (Some(stream_id), Some(status), Some(conn), Some(header)) = (
-        read_user::<u32>(writer + o.http2_write_res_headers_stream_id),
-        read_user::<i64>(writer + o.http2_write_res_headers_status),
-        read_user::<u64>(server_conn + o.http2_server_conn_conn + 8),
-        read_user::<u64>(writer + o.http2_write_res_headers_header),
-    ) else {
-        count(KernelCounter::HeaderBlocksFailed, 1);
+    let Some((stream_id, status, conn)) = read_response_start(writer, server_conn, &o) else {
         return 0;
     };
-    if status <= 0 {
+    if status == 0 {
         return 0;
     }
-    let Some(block) = HEADER_SCRATCH.get_ptr_mut(0) else {
+    let Some(block) = scratch_block() else {
         return 0;
     };
-    // SAFETY: the per-CPU scratch entry is ours for the duration of this program.
-    let block = unsafe { &mut *block };
     open_block(
         block,
         conn,
@@ -62,10 +55,12 @@ pub fn http2_response_headers(ctx: ProbeContext) -> u32 {
         &o,
         stream_id,
         HEADER_MESSAGE_RESPONSE,
-        status.clamp(0, u32::MAX as i64) as u32,
+        status,
     );
-    if header != 0 {
-        append_map_fields(block, header, &o);
+    match read_user::<u64>(writer + o.http2_write_res_headers_header) {
+        Some(0) => {}
+        Some(header) => append_map_fields(block, header, &o),
+        None => block.dropped_fields += 1,
     }
     // The writer encodes these after the map, in this order.
     append_string_field(
