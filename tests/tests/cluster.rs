@@ -203,7 +203,10 @@ fn missing_apiserver_binary_says_how_to_build_it() {
     .err()
     .expect("a cluster without an apiserver binary must not start");
     let message = format!("{error:#}");
-    assert!(message.contains("scripts/build-kubernetes.sh"), "{message}");
+    assert!(
+        message.contains("scripts/build-kubernetes-modern.sh 1.37.2 --controllers"),
+        "{message}"
+    );
     assert!(message.contains("/nonexistent/kube-apiserver"), "{message}");
 }
 
