@@ -99,12 +99,18 @@ if [ ! -x "$bin/etcd" ]; then
   etcd_root="$APISCOPE_CACHE/etcd-$etcd_version"
   if [ ! -x "$etcd_root/etcd" ]; then
     log "building etcd $etcd_version (the version kubernetes v$version pins)"
-    mkdir -p "$etcd_root"
-    # go.etcd.io/etcd/server/v3's root package is etcd's main.
-    GOFLAGS=-p=2 GOBIN="$etcd_root/bin.tmp" go install -trimpath -ldflags "-s -w" \
-      "go.etcd.io/etcd/server/v3@v$etcd_version" >"$etcd_root/build.log" 2>&1 \
-      || { tail -40 "$etcd_root/build.log" >&2; exit 1; }
-    mv "$etcd_root/bin.tmp/server" "$etcd_root/etcd" && rm -rf "$etcd_root/bin.tmp"
+    local_start=$SECONDS
+    # go.etcd.io/etcd/server/v3's root package is etcd's main. Its go.mod has replace
+    # directives, so `go install ...@version` refuses it: build it from a wrapper module too.
+    rm -rf "$etcd_root/wrapper" && mkdir -p "$etcd_root/wrapper"
+    (
+      cd "$etcd_root/wrapper"
+      go mod init apiscope.local/etcd-build >/dev/null 2>&1
+      go get "go.etcd.io/etcd/server/v3@v$etcd_version"
+      go build -trimpath -ldflags "-s -w" -o "$etcd_root/etcd.tmp" go.etcd.io/etcd/server/v3
+    ) >"$etcd_root/build.log" 2>&1 || { tail -40 "$etcd_root/build.log" >&2; exit 1; }
+    mv "$etcd_root/etcd.tmp" "$etcd_root/etcd"
+    log "built etcd $etcd_version in $((SECONDS - local_start)) s"
   fi
   ln -sf "$etcd_root/etcd" "$bin/etcd"
 fi
