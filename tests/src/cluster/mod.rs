@@ -321,8 +321,7 @@ impl TestCluster {
             "kube-controller-manager",
             |cluster| cluster.controller_manager.as_mut(),
             |event| {
-                event.verb == "list"
-                    && event.resource() == Some("pods")
+                lists_pods(event)
                     && event.user_agent.as_deref().is_some_and(|agent| {
                         agent.starts_with("kube-controller-manager/")
                             && agent.ends_with("/shared-informers")
@@ -359,11 +358,7 @@ impl TestCluster {
         self.wait_component_ready(
             "kube-scheduler",
             |cluster| cluster.scheduler.as_mut(),
-            |event| {
-                event.verb == "list"
-                    && event.resource() == Some("pods")
-                    && event.username.as_deref() == Some("system:kube-scheduler")
-            },
+            |event| lists_pods(event) && event.username.as_deref() == Some("system:kube-scheduler"),
         )
     }
 
@@ -628,8 +623,10 @@ impl TestCluster {
                 process(self)
                     .with_context(|| format!("{component} is not running"))?
                     .ensure_running()?;
+                // A streaming list (watch) never completes while the component runs: its start
+                // is the answer.
                 let found = self.audit_events()?.iter().any(|event| {
-                    event.stage == "ResponseComplete"
+                    (event.stage == "ResponseComplete" || event.stage == "ResponseStarted")
                         && event.response_code.is_some_and(|code| code < 400)
                         && is_ready_request(event)
                 });
@@ -701,6 +698,14 @@ fn explain_failure(
         "{what}; last lines of {}:\n{tail}",
         process.log_path.display()
     ))
+}
+
+/// An informer's initial list of pods: a LIST, or from v1.35 on (client-go's `WatchListClient`
+/// is on by default) a watch with `sendInitialEvents=true` that streams the list.
+fn lists_pods(event: &AuditEvent) -> bool {
+    event.resource() == Some("pods")
+        && (event.verb == "list"
+            || (event.verb == "watch" && event.request_uri.contains("sendInitialEvents=true")))
 }
 
 /// Every request at RequestResponse level, every stage: the richest oracle the apiserver offers.
