@@ -233,12 +233,23 @@ fn captures_kubectl_traffic_of_a_stripped_apiserver_and_matches_tshark_on(
         .filter(|c| c.role == Role::Server && c.local.is_some_and(|a| a.port() == port))
         .map(|c| c.connection)
         .collect();
+    // The apiserver's own loopback client (its client side is in the same process) connected
+    // before the capture and, from v1.2x on, renews its identity lease on it every 10 s: not
+    // one of kubectl's connections, and seen from mid-stream.
+    let loopback_ports: BTreeSet<u16> = chunks
+        .iter()
+        .filter(|c| c.role == Role::Client && c.remote.is_some_and(|a| a.port() == port))
+        .filter_map(|c| c.local.map(|a| a.port()))
+        .collect();
     let mut saw_marker = false;
     let mut complete_connections = 0;
     let mut our_frames: BTreeMap<(u16, u16), Vec<Frame>> = BTreeMap::new();
     for connection in &server_connections {
         let chunk = chunks.iter().find(|c| c.connection == *connection).unwrap();
         let remote_port = chunk.remote.expect("remote address known").port();
+        if loopback_ports.contains(&remote_port) {
+            continue;
+        }
         // A connection opened before attach may show only a close, or one direction.
         let (Some((_, ingress)), Some((_, egress))) = (
             streams.get(&(*connection, Direction::Ingress)),

@@ -182,10 +182,19 @@ pub fn for_each_version(mut test: impl FnMut(KubernetesVersion) -> Result<()>) -
     let mut failures = Vec::new();
     for version in &versions {
         eprintln!("=== Kubernetes {version}");
-        if let Err(error) = test(*version) {
-            eprintln!("=== Kubernetes {version} FAILED: {error:#}");
-            failures.push(format!("Kubernetes {version}: {error:#}"));
-        }
+        // A failed assertion (a panic) on one version must not hide the others' results.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(*version)));
+        let error = match outcome {
+            Ok(Ok(())) => continue,
+            Ok(Err(error)) => format!("{error:#}"),
+            Err(panic) => panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panicked".into()),
+        };
+        eprintln!("=== Kubernetes {version} FAILED: {error}");
+        failures.push(format!("Kubernetes {version}: {error}"));
     }
     if !failures.is_empty() {
         bail!(
