@@ -4,7 +4,11 @@ SHELL := /bin/bash
 APISCOPE_CACHE ?= $(HOME)/.cache/apiscope
 export APISCOPE_CACHE
 EBPF_OBJECT := target/bpfel-unknown-none/release/apiscope-ebpf
-K8S_BIN := $(APISCOPE_CACHE)/kubernetes-1.20.2/bin
+# The Kubernetes matrix of the end-to-end tests (tests/src/cluster/version.rs): the newest release
+# built like upstream's (with controller-manager and scheduler, the default), and an older one built
+# -buildmode=pie. APISCOPE_K8S_VERSIONS=1.37.2 narrows `make test-e2e` to one of them.
+K8S_NEWEST := 1.37.2
+K8S_BIN := $(APISCOPE_CACHE)/kubernetes-$(K8S_NEWEST)/bin
 
 .PHONY: all setup build ebpf test test-pure test-e2e test-collector fuzz-smoke lint validate-configs demo fixtures clean-cache
 
@@ -13,7 +17,8 @@ all: build
 setup:
 	bash scripts/install-packages.sh
 	bash scripts/install-ebpf-toolchain.sh
-	bash scripts/build-kubernetes.sh
+	bash scripts/build-kubernetes-modern.sh $(K8S_NEWEST) --controllers
+	bash scripts/build-kubernetes-modern.sh 1.34.4 --pie
 	bash scripts/install-otelcol.sh
 	bash scripts/install-kafka.sh
 

@@ -248,6 +248,10 @@ impl Output {
     ) -> Result<Self> {
         // A bad policy file stops the start, before anything is created or captured.
         let policy = CapturePolicy::from_flag(decode.capture_policy.as_deref())?;
+        let sinks = Sinks::new(otlp)?;
+        if let Some(release) = decode.kubernetes_version {
+            sinks.metrics.set_release(release);
+        }
         let mut out: Box<dyn Write + Send> = if output == "-" {
             Box::new(BufWriter::new(std::io::stdout()))
         } else {
@@ -263,7 +267,7 @@ impl Output {
             format,
             pipeline: DecodePipeline::with_policy(decode, realtime_offset_ns, policy),
             metrics: Arc::new(DecodeMetrics::default()),
-            sinks: Sinks::new(otlp)?,
+            sinks,
             otlp_flush,
             requests: Vec::new(),
             last_idle_check_ns: 0,

@@ -20,6 +20,7 @@ use crate::exchange::{
 use crate::http::{HttpEvent, Protocol, ProtocolDecoder, ProtocolLimits};
 use crate::k8s::ApiRequest;
 use crate::k8s::body::BodyLimits;
+use crate::k8s::release::KubernetesRelease;
 use crate::policy::{CaptureLimits, CapturePolicy};
 use crate::reassembly::{Reassembler, ReassemblyConfig, ReassemblyMetrics, pieces};
 
@@ -57,6 +58,15 @@ pub struct DecodeConfig {
     /// and marked `truncated`.
     #[arg(long, default_value_t = 64 << 10)]
     pub max_captured_body_bytes: usize,
+    /// The traced apiserver's Kubernetes release (e.g. 1.20.2), whose labelling rules the
+    /// request metrics follow. Default: learnt from the apiserver's own loopback requests
+    /// (`User-Agent: kube-apiserver/v1.X.Y`); the newest rules until then.
+    #[arg(long, value_name = "VERSION", value_parser = parse_kubernetes_release)]
+    pub kubernetes_version: Option<KubernetesRelease>,
+}
+
+fn parse_kubernetes_release(text: &str) -> Result<KubernetesRelease, String> {
+    KubernetesRelease::parse(text).ok_or_else(|| format!("not a Kubernetes release: {text:?}"))
 }
 
 impl Default for DecodeConfig {
@@ -71,6 +81,7 @@ impl Default for DecodeConfig {
             include_outgoing: false,
             capture_policy: None,
             max_captured_body_bytes: 64 << 10,
+            kubernetes_version: None,
         }
     }
 }

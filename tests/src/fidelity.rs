@@ -64,11 +64,14 @@ impl Report {
 
 /// Compares ApiRequests with the audit log; only events whose RequestReceived stage comes at or
 /// after position `window.start` and whose ResponseComplete comes before `window.end` (the
-/// capture was still running then) must have an ApiRequest.
+/// capture was still running then) must have an ApiRequest. `join_without_audit_id` allows the
+/// fallback join for apiservers that send no Audit-ID on watch responses (v1.20); for those that
+/// do, an ApiRequest without one is a failure, not something to join by guesswork.
 pub fn compare(
     audit: &[AuditEvent],
     window: std::ops::Range<usize>,
     requests: &[ApiRequest],
+    join_without_audit_id: bool,
 ) -> Report {
     let audit_start = window.start;
     let mut report = Report::default();
@@ -91,7 +94,7 @@ pub fn compare(
     // request itself says (verb, request URI, User-Agent), each ApiRequest used once.
     let mut without_audit_id: Vec<&ApiRequest> = requests
         .iter()
-        .filter(|r| r.audit_id.is_none() && !r.method.is_empty())
+        .filter(|r| join_without_audit_id && r.audit_id.is_none() && !r.method.is_empty())
         .collect();
     let mut ordered: Vec<(&&str, &&AuditEvent)> = complete.iter().collect();
     ordered.sort_by_key(|(_, e)| e.sequence);
@@ -143,6 +146,11 @@ pub fn compare(
         let Some(id) = request.audit_id.as_deref() else {
             if request.incomplete.is_some() {
                 report.incomplete += 1;
+            } else if !join_without_audit_id && !request.method.is_empty() {
+                report.unmatched_requests.push(format!(
+                    "no Audit-ID (this apiserver sends one on every response): {} {}?{} (code {:?})",
+                    request.method, request.path, request.query, request.code
+                ));
             } else if request.method.is_empty() {
                 // Request headers neither decodable (HPACK state older than the capture) nor
                 // supplied by the header hooks.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use apiscope::capture::Role;
 use apiscope_e2e::apiscope::{ApiscopeCapture, require_root, test_dir};
-use apiscope_e2e::cluster::{ClusterOptions, TestCluster};
+use apiscope_e2e::cluster::{ClusterOptions, KubernetesVersion, TestCluster, VERSIONS_ENV};
 use apiscope_e2e::fidelity::compare;
 use apiscope_e2e::workload::{setup_objects, workload_iteration};
 
@@ -20,8 +20,33 @@ fn record_golden_fixtures() -> Result<()> {
     if !require_root("recording fixtures") {
         return Ok(());
     }
-    let mut cluster = TestCluster::start(ClusterOptions::default())?;
-    let dir = test_dir("golden")?;
+    // One recording per version asked for; by default the newest only (each is ~100 KB+).
+    let versions = match std::env::var_os(VERSIONS_ENV) {
+        Some(_) => KubernetesVersion::under_test()?,
+        None => vec![KubernetesVersion::newest()],
+    };
+    for kubernetes in versions {
+        record(kubernetes)?;
+    }
+    Ok(())
+}
+
+/// `cluster.pcapng.gz` is the v1.20.2 recording (the first one, kept under its old name);
+/// the others carry their version: `cluster-v1.37.2.pcapng.gz`.
+fn recording_name(kubernetes: KubernetesVersion) -> String {
+    if kubernetes == KubernetesVersion::V1_20_2 {
+        "cluster.pcapng.gz".into()
+    } else {
+        format!("cluster-{kubernetes}.pcapng.gz")
+    }
+}
+
+fn record(kubernetes: KubernetesVersion) -> Result<()> {
+    let mut cluster = TestCluster::start(ClusterOptions {
+        kubernetes,
+        ..ClusterOptions::default()
+    })?;
+    let dir = test_dir(&format!("golden-{kubernetes}"))?;
     setup_objects(&cluster, &dir)?;
     // By pid: another test cluster on the machine may run the same binary.
     let pid = cluster.apiserver_pid().to_string();
@@ -44,7 +69,12 @@ fn record_golden_fixtures() -> Result<()> {
         .into_iter()
         .filter(|r| r.role == Role::Server)
         .collect();
-    let report = compare(&audit, audit_start..audit_end, &requests);
+    let report = compare(
+        &audit,
+        audit_start..audit_end,
+        &requests,
+        !kubernetes.sends_audit_id_on_watches(),
+    );
     eprintln!("{}", report.table());
     // The apiserver's loopback client connected before the capture started: its HPACK state is
     // unknown; every other client must be complete.
@@ -71,13 +101,13 @@ fn record_golden_fixtures() -> Result<()> {
     std::fs::create_dir_all(&fixtures)?;
     let raw = std::fs::read(&result.recording)?;
     let mut gz = flate2::write::GzEncoder::new(
-        std::fs::File::create(fixtures.join("cluster.pcapng.gz"))?,
+        std::fs::File::create(fixtures.join(recording_name(kubernetes)))?,
         flate2::Compression::best(),
     );
     gz.write_all(&raw)?;
     gz.finish()?;
     eprintln!(
-        "recorded {} requests, {} bytes of pcapng; now run `APISCOPE_UPDATE_GOLDEN=1 cargo test --test golden`",
+        "recorded {kubernetes}: {} requests, {} bytes of pcapng; now run `APISCOPE_UPDATE_GOLDEN=1 cargo test --test golden`",
         requests.len(),
         raw.len()
     );

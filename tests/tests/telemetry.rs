@@ -21,7 +21,7 @@ use apiscope::capture::Role;
 use apiscope::k8s::ApiRequest;
 use apiscope::k8s::api_request::CaptureLevel;
 use apiscope_e2e::apiscope::{ApiscopeCapture, require_root, test_dir};
-use apiscope_e2e::cluster::{ClusterOptions, TestCluster};
+use apiscope_e2e::cluster::{ClusterOptions, KubernetesVersion, TestCluster, for_each_version};
 use apiscope_e2e::kafka::{self, KafkaBroker};
 use apiscope_e2e::otelcol::{self, Collector};
 use apiscope_e2e::prometheus::{Prometheus, prometheus_binary};
@@ -71,8 +71,17 @@ fn requests_become_spans_logs_and_metrics_and_secrets_stay_home() -> Result<()> 
     if !require_root("the telemetry test") || !tools_or_skip() {
         return Ok(());
     }
-    let dir = test_dir("telemetry")?;
-    let cluster = TestCluster::start(ClusterOptions::default())?;
+    for_each_version(requests_become_spans_logs_and_metrics_and_secrets_stay_home_on)
+}
+
+fn requests_become_spans_logs_and_metrics_and_secrets_stay_home_on(
+    kubernetes: KubernetesVersion,
+) -> Result<()> {
+    let dir = test_dir(&format!("telemetry-{kubernetes}"))?;
+    let cluster = TestCluster::start(ClusterOptions {
+        kubernetes,
+        ..ClusterOptions::default()
+    })?;
     setup_objects(&cluster, &dir)?;
     let broker = KafkaBroker::start(&dir.join("kafka"))?;
     broker.create_topics(&TOPICS, Duration::from_secs(30))?;

@@ -7,10 +7,13 @@
 //!   impersonation headers.
 //! - `body`: gzip (capped), JSON, Kubernetes protobuf envelope, apply-patch YAML, Status.
 //! - `watch`: watch streams as a sequence of events (JSON and protobuf framing).
+//! - `release`: the traced apiserver's Kubernetes release (from its build info) and the
+//!   labelling rules that changed between releases.
 
 pub mod api_request;
 pub mod body;
 pub mod client;
+pub mod release;
 pub mod request_info;
 pub mod watch;
 

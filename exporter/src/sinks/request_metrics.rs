@@ -27,6 +27,7 @@
 //! counted when their watch ends.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter as OtelCounter, Histogram as OtelHistogram, Meter};
@@ -39,6 +40,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::capture::Role;
 use crate::k8s::ApiRequest;
 use crate::k8s::client::BoundedLabel;
+use crate::k8s::release::{KubernetesRelease, LabelRules};
 use crate::k8s::request_info::dry_run_label;
 
 /// `apiserver_request_duration_seconds` buckets (design.md section 5; they contain the mixin's
@@ -248,7 +250,7 @@ const WATCH_BYTES_HELP: &str = "Watch response body bytes, counted when the watc
 const THROTTLED_HELP: &str =
     "Requests answered 429 Too Many Requests (max-in-flight or APF rejection)";
 const APF_HELP: &str = "Requests classified by API Priority and Fairness (responses carrying X-Kubernetes-PF-* headers), by flow schema and priority level UID and code";
-const NONRESOURCE_HELP: &str = "Non-resource requests (/healthz, /openapi, discovery...), which the apiserver does not count in apiserver_request_total";
+const NONRESOURCE_HELP: &str = "Non-resource requests (/healthz, /openapi, discovery...), by path; those the traced apiserver counts in apiserver_request_total (e.g. /openapi/v3 from v1.2x on) are in apiscope_request_total too";
 const OVERFLOW_HELP: &str =
     "Label values replaced by \"other\" because the label's distinct-value bound was reached";
 
@@ -273,6 +275,12 @@ pub struct RequestMetrics {
     priority_levels: BoundedLabel,
     paths: BoundedLabel,
     otel: Option<OtelInstruments>,
+    /// The traced apiserver's minor release, whose labelling rules apply: 0 while unknown (the
+    /// newest rules apply), learnt from the apiserver's loopback User-Agent unless fixed.
+    release_minor: AtomicU32,
+    /// Set by [`RequestMetrics::set_release`] (`--kubernetes-version`): traffic does not
+    /// override it.
+    release_fixed: std::sync::atomic::AtomicBool,
 }
 
 impl Default for RequestMetrics {
@@ -302,6 +310,28 @@ impl RequestMetrics {
             priority_levels: BoundedLabel::new(limits.apf_uids),
             paths: BoundedLabel::new(limits.paths),
             otel: None,
+            release_minor: AtomicU32::new(0),
+            release_fixed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Follows the labelling rules of `release` from now on, whatever the traffic says.
+    pub fn set_release(&self, release: KubernetesRelease) {
+        self.release_minor.store(release.minor, Ordering::Relaxed);
+        self.release_fixed.store(true, Ordering::Relaxed);
+    }
+
+    /// The rules in force for `request`, learning the release from the apiserver's loopback
+    /// client when it is not fixed.
+    pub fn label_rules(&self, request: &ApiRequest) -> LabelRules {
+        if !self.release_fixed.load(Ordering::Relaxed) {
+            if let Some(release) = KubernetesRelease::from_user_agent(&request.user_agent) {
+                self.release_minor.store(release.minor, Ordering::Relaxed);
+            }
+        }
+        match self.release_minor.load(Ordering::Relaxed) {
+            0 => LabelRules::default(),
+            minor => LabelRules::for_release(Some(KubernetesRelease { minor, patch: 0 })),
         }
     }
 
@@ -382,10 +412,12 @@ impl RequestMetrics {
         if request.role != Role::Server {
             return;
         }
-        // The apiserver counts its watches with code "0" (measured on v1.20.2 against its own
+        let rules = self.label_rules(request);
+        // v1.20 counts its watches with code "0" (measured against its own
         // apiserver_request_total: the watch handler writes its status past the instrumented
-        // response writer). Mirrored so the two counters compare label set by label set.
-        let code = if request.metric_verb == "WATCH" {
+        // response writer); later releases with the real code. Mirrored so the two counters
+        // compare label set by label set.
+        let code = if request.metric_verb == "WATCH" && rules.watch_code_zero {
             "0".to_string()
         } else {
             request
@@ -395,6 +427,9 @@ impl RequestMetrics {
         };
         let client = self.bound(&self.clients, "client", &request.component);
         if !request.is_resource_request {
+            if let Some(subresource) = rules.instrumented_nonresource(&request.path) {
+                self.observe_instrumented_nonresource(request, subresource, &code, &client);
+            }
             self.observe_nonresource(request, code, client);
             return;
         }
@@ -560,6 +595,58 @@ impl RequestMetrics {
         })
     }
 
+    /// A non-resource request the apiserver counts in `apiserver_request_total` (and its
+    /// duration histogram), as `metrics.InstrumentHandlerFunc("GET", "", "", "", path, "", "")`
+    /// does: the verb is `CanonicalVerb` of the method (GET and HEAD say GET), everything but
+    /// verb, dry_run, subresource and code is empty.
+    fn observe_instrumented_nonresource(
+        &self,
+        request: &ApiRequest,
+        subresource: &str,
+        code: &str,
+        client: &str,
+    ) {
+        let verb = match request.method.to_ascii_uppercase().as_str() {
+            "GET" | "HEAD" => "GET".to_string(),
+            _ => request.metric_verb.clone(),
+        };
+        let duration_labels = DurationLabels {
+            verb,
+            dry_run: dry_run_label(&request.query),
+            group: String::new(),
+            version: String::new(),
+            resource: String::new(),
+            subresource: subresource.to_string(),
+            scope: String::new(),
+            component: String::new(),
+        };
+        let request_labels = RequestLabels {
+            verb: duration_labels.verb.clone(),
+            dry_run: duration_labels.dry_run.clone(),
+            group: String::new(),
+            version: String::new(),
+            resource: String::new(),
+            subresource: duration_labels.subresource.clone(),
+            scope: String::new(),
+            component: String::new(),
+            code: code.to_string(),
+            client: client.to_string(),
+        };
+        self.requests.get_or_create(&request_labels).inc();
+        let seconds = request.duration_seconds.max(0.0);
+        self.duration
+            .get_or_create(&duration_labels)
+            .observe(seconds);
+        if let Some(otel) = self.otel.as_ref() {
+            let duration_attrs = duration_attributes(&duration_labels);
+            let mut request_attrs = duration_attrs.clone();
+            request_attrs.push(KeyValue::new("code", code.to_string()));
+            request_attrs.push(KeyValue::new("client", client.to_string()));
+            otel.requests.add(1, &request_attrs);
+            otel.duration.record(seconds, &duration_attrs);
+        }
+    }
+
     fn observe_nonresource(&self, request: &ApiRequest, code: String, client: String) {
         let labels = NonResourceLabels {
             verb: request.metric_verb.clone(),
@@ -674,6 +761,13 @@ mod tests {
 
     fn observe_fixtures() -> RequestMetrics {
         let m = RequestMetrics::default();
+        // The fixtures' clients are v1.20; so are these expectations.
+        m.set_release(KubernetesRelease::parse("1.20.2").unwrap());
+        observe_all(&m);
+        m
+    }
+
+    fn observe_all(m: &RequestMetrics) {
         for r in [
             fixtures::create_configmap(),
             fixtures::watch_pods(),
@@ -683,7 +777,58 @@ mod tests {
         ] {
             m.observe(&r);
         }
-        m
+    }
+
+    /// Later releases count watches with their real code and /healthz in apiserver_request_total
+    /// too (measured on v1.34.4 and v1.37.2); unknown releases get these newest rules.
+    #[test]
+    fn newest_rules_count_watches_with_their_code_and_instrumented_paths() {
+        let m = RequestMetrics::default();
+        observe_all(&m);
+        let text = encode(&m);
+        let lines = lines_with(&text, "apiscope_request_total{");
+        assert!(
+            lines.contains(&r#"apiscope_request_total{verb="WATCH",dry_run="",group="",version="v1",resource="pods",subresource="",scope="namespace",component="apiserver",code="200",client="kubectl"} 1"#),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.contains(&r#"apiscope_request_total{verb="GET",dry_run="",group="",version="",resource="",subresource="/healthz",scope="",component="",code="200",client="kube-probe"} 1"#),
+            "{lines:#?}"
+        );
+        assert_eq!(lines.len(), 5, "{lines:#?}");
+        // Still in the non-resource counter as well.
+        assert_eq!(
+            lines_with(&text, "apiscope_nonresource_request_total{").len(),
+            1
+        );
+        assert!(
+            lines_with(&text, "apiscope_request_duration_seconds_count{")
+                .iter()
+                .any(|l| l.contains(r#"subresource="/healthz""#)),
+            "{text}"
+        );
+    }
+
+    /// The apiserver's loopback client names its release; its rules apply from then on.
+    #[test]
+    fn the_release_is_learnt_from_the_loopback_user_agent() {
+        let m = RequestMetrics::default();
+        let mut loopback = fixtures::request("GET", "/api/v1/namespaces/default", 200, 1);
+        loopback.user_agent = "kube-apiserver/v1.20.2 (linux/amd64) kubernetes/faecb19".into();
+        m.observe(&loopback);
+        m.observe(&fixtures::watch_pods());
+        let text = encode(&m);
+        assert!(
+            lines_with(&text, "apiscope_request_total{verb=\"WATCH\"")
+                .iter()
+                .all(|l| l.contains(r#"code="0""#)),
+            "{text}"
+        );
+        // A fixed release is not overridden by traffic.
+        let fixed = RequestMetrics::default();
+        fixed.set_release(KubernetesRelease::parse("1.37.2").unwrap());
+        fixed.observe(&loopback);
+        assert!(!fixed.label_rules(&fixtures::watch_pods()).watch_code_zero);
     }
 
     #[test]

@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use apiscope_e2e::cluster::{ClusterOptions, TestCluster};
+use apiscope_e2e::cluster::{ClusterOptions, KubernetesVersion, TestCluster};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "A real local Kubernetes control plane (etcd + kube-apiserver 1.20) for apiscope"
+    about = "A real local Kubernetes control plane (etcd + kube-apiserver) for apiscope"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,13 +28,16 @@ enum Commands {
         /// Work directory (absent or empty); also receives cluster.env. Default: a temp dir.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Kubernetes build to run, e.g. 1.37.2 or 1.34.4-pie (built by `make setup`).
+        #[arg(long, default_value_t = KubernetesVersion::newest())]
+        kubernetes: KubernetesVersion,
         /// Also run kube-controller-manager.
         #[arg(long)]
         controller_manager: bool,
         /// Also run kube-scheduler.
         #[arg(long)]
         scheduler: bool,
-        /// Another kube-apiserver binary (default: the stripped build in $APISCOPE_CACHE).
+        /// Another kube-apiserver binary of that version (default: the build in $APISCOPE_CACHE).
         #[arg(long)]
         apiserver_binary: Option<PathBuf>,
         /// Extra kube-apiserver flags, after the harness's own (they win), e.g. `-- --v=2`.
@@ -49,12 +52,14 @@ fn main() -> Result<()> {
     let signals = block_termination_signals()?;
     let Commands::Up {
         dir,
+        kubernetes,
         controller_manager,
         scheduler,
         apiserver_binary,
         extra_apiserver_args,
     } = Cli::parse().command;
     let cluster = TestCluster::start(ClusterOptions {
+        kubernetes,
         controller_manager,
         scheduler,
         apiserver_binary,
@@ -97,6 +102,10 @@ fn cluster_env(cluster: &TestCluster) -> String {
             cluster.kubeconfig().display().to_string(),
         ),
         ("APISCOPE_APISERVER_URL", cluster.apiserver_url()),
+        (
+            "APISCOPE_KUBERNETES_VERSION",
+            cluster.kubernetes().to_string(),
+        ),
         (
             "APISCOPE_APISERVER_PORT",
             cluster.apiserver_port().to_string(),

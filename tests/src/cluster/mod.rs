@@ -1,6 +1,7 @@
 //! A real local Kubernetes control plane for end-to-end tests: etcd (TLS, client-cert auth),
-//! kube-apiserver 1.20 with a RequestResponse audit log, and optionally kube-controller-manager and
-//! kube-scheduler, all on loopback with free ports, in one work directory.
+//! kube-apiserver of a chosen [`KubernetesVersion`] (default: the newest of the matrix) with a
+//! RequestResponse audit log, and optionally kube-controller-manager and kube-scheduler, all on
+//! loopback with free ports, in one work directory.
 //!
 //! The apiserver is a direct child process, so [`TestCluster::apiserver_pid`] is the real
 //! kube-apiserver (eBPF capture attaches through `/proc/<pid>/exe`). Nothing outlives the
@@ -12,6 +13,7 @@
 mod audit;
 mod pki;
 pub mod process;
+mod version;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,9 +26,8 @@ use anyhow::{Context, Result, bail};
 pub use audit::{AuditEvent, AuditObjectRef};
 pub use pki::{CertPair, ClusterPki};
 use process::{ManagedProcess, Spawner, free_loopback_ports, log_shows_port_conflict, poll_until};
+pub use version::{KubernetesVersion, VERSIONS_ENV, for_each_version};
 
-/// The Kubernetes release the harness runs (built by `scripts/build-kubernetes.sh`).
-pub const KUBERNETES_VERSION: &str = "1.20.2";
 /// Set to `1` to keep the work directory (certificates, logs, audit log) after teardown.
 pub const KEEP_CLUSTER_ENV: &str = "APISCOPE_KEEP_CLUSTER";
 
@@ -47,15 +48,17 @@ const SERVICE_CLUSTER_IP_RANGE: &str = "10.0.0.0/24";
 const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 const ADMIN_USER: &str = "apiscope-admin";
 
-/// What to start. `Default` gives etcd and kube-apiserver only.
+/// What to start. `Default` gives etcd and kube-apiserver of the newest version only.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterOptions {
+    /// Which build runs: its binaries come from [`KubernetesVersion::bin_dir`].
+    pub kubernetes: KubernetesVersion,
     /// Also start kube-controller-manager (and wait until all its controllers have started).
     pub controller_manager: bool,
     /// Also start kube-scheduler (and wait until its informers list pods).
     pub scheduler: bool,
-    /// Another kube-apiserver binary, e.g. `kube-apiserver-unstripped`; default: the stripped
-    /// build in [`kubernetes_bin_dir`].
+    /// Another kube-apiserver binary of the same version (its flags follow `kubernetes`);
+    /// default: the stripped build in [`KubernetesVersion::bin_dir`].
     pub apiserver_binary: Option<PathBuf>,
     /// Where certificates, data, logs and the audit log go; must be absent or empty. Default: a
     /// fresh directory under the system temp dir.
@@ -67,6 +70,7 @@ pub struct ClusterOptions {
 /// A running local control plane. Stopped by [`TestCluster::stop`] or on drop.
 pub struct TestCluster {
     workdir: PathBuf,
+    kubernetes: KubernetesVersion,
     /// Whether we created `workdir` (then it is removed), or it existed empty (then it is emptied).
     created_workdir: bool,
     pki: ClusterPki,
@@ -93,9 +97,9 @@ impl TestCluster {
     pub fn start(opts: ClusterOptions) -> Result<TestCluster> {
         let apiserver_binary = match opts.apiserver_binary {
             Some(path) => path,
-            None => kubernetes_binary("kube-apiserver")?,
+            None => kubernetes_binary(opts.kubernetes, "kube-apiserver")?,
         };
-        require_file(&apiserver_binary, "kube-apiserver")?;
+        require_file(opts.kubernetes, &apiserver_binary, "kube-apiserver")?;
         let (workdir, created_workdir) = prepare_workdir(opts.workdir)?;
         let setup = || -> Result<(ClusterPki, Spawner)> {
             let pki =
@@ -119,6 +123,7 @@ impl TestCluster {
             audit_log: workdir.join("audit.log"),
             audit_policy: workdir.join("audit-policy.yaml"),
             workdir,
+            kubernetes: opts.kubernetes,
             created_workdir,
             apiserver_binary,
             extra_apiserver_args: opts.extra_apiserver_args,
@@ -140,6 +145,11 @@ impl TestCluster {
             cluster.start_scheduler()?;
         }
         Ok(cluster)
+    }
+
+    /// The Kubernetes build this cluster runs.
+    pub fn kubernetes(&self) -> KubernetesVersion {
+        self.kubernetes
     }
 
     /// The admin kubeconfig: a client certificate in group `system:masters`.
@@ -272,18 +282,17 @@ impl TestCluster {
         if self.controller_manager.is_some() {
             bail!("kube-controller-manager is already running");
         }
-        let binary = kubernetes_binary("kube-controller-manager")?;
+        let binary = kubernetes_binary(self.kubernetes, "kube-controller-manager")?;
         let kubeconfig = self.write_kubeconfig(
             "kube-controller-manager",
             "system:kube-controller-manager",
             &self.pki.controller_manager_client,
         )?;
         let pki = &self.pki;
-        let args = vec![
+        let mut args = vec![
             flag("kubeconfig", &kubeconfig),
             "--leader-elect=false".into(),
             // No serving: nothing to scrape, and no ports to collide.
-            "--port=0".into(),
             "--secure-port=0".into(),
             flag(
                 "service-account-private-key-file",
@@ -297,6 +306,9 @@ impl TestCluster {
             format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
             "--v=1".into(),
         ];
+        if self.kubernetes.has_insecure_port_flags() {
+            args.push("--port=0".into());
+        }
         let log = self.workdir.join("kube-controller-manager.log");
         let process =
             ManagedProcess::start(&self.spawner, "kube-controller-manager", &binary, args, log)?;
@@ -309,8 +321,7 @@ impl TestCluster {
             "kube-controller-manager",
             |cluster| cluster.controller_manager.as_mut(),
             |event| {
-                event.verb == "list"
-                    && event.resource() == Some("pods")
+                lists_pods(event)
                     && event.user_agent.as_deref().is_some_and(|agent| {
                         agent.starts_with("kube-controller-manager/")
                             && agent.ends_with("/shared-informers")
@@ -325,19 +336,21 @@ impl TestCluster {
         if self.scheduler.is_some() {
             bail!("kube-scheduler is already running");
         }
-        let binary = kubernetes_binary("kube-scheduler")?;
+        let binary = kubernetes_binary(self.kubernetes, "kube-scheduler")?;
         let kubeconfig = self.write_kubeconfig(
             "kube-scheduler",
             "system:kube-scheduler",
             &self.pki.scheduler_client,
         )?;
-        let args = vec![
+        let mut args = vec![
             flag("kubeconfig", &kubeconfig),
             "--leader-elect=false".into(),
-            "--port=0".into(),
             "--secure-port=0".into(),
             "--v=1".into(),
         ];
+        if self.kubernetes.has_insecure_port_flags() {
+            args.push("--port=0".into());
+        }
         let log = self.workdir.join("kube-scheduler.log");
         let process = ManagedProcess::start(&self.spawner, "kube-scheduler", &binary, args, log)?;
         self.scheduler = Some(process);
@@ -345,11 +358,7 @@ impl TestCluster {
         self.wait_component_ready(
             "kube-scheduler",
             |cluster| cluster.scheduler.as_mut(),
-            |event| {
-                event.verb == "list"
-                    && event.resource() == Some("pods")
-                    && event.username.as_deref() == Some("system:kube-scheduler")
-            },
+            |event| lists_pods(event) && event.username.as_deref() == Some("system:kube-scheduler"),
         )
     }
 
@@ -420,9 +429,17 @@ impl TestCluster {
     }
 
     fn start_etcd(&mut self) -> Result<()> {
-        let etcd = find_program("etcd", &["/usr/bin/etcd"]).context(
-            "etcd not found: install Debian's etcd-server (scripts/install-packages.sh)",
-        )?;
+        // A modern apiserver needs the etcd its release pins (Debian's 3.4 makes it serve
+        // consistent LISTs from etcd instead of its watch cache); v1.20.2 runs Debian's.
+        let etcd = match self.kubernetes.etcd_binary() {
+            Some(etcd) => {
+                require_file(self.kubernetes, &etcd, "etcd")?;
+                etcd
+            }
+            None => find_program("etcd", &["/usr/bin/etcd"]).context(
+                "etcd not found: install Debian's etcd-server (scripts/install-packages.sh)",
+            )?,
+        };
         let data_dir = self.workdir.join("etcd-data");
         let log = self.workdir.join("etcd.log");
         // One retry: another process may grab a port between our probe and etcd's bind.
@@ -528,9 +545,6 @@ impl TestCluster {
             "--bind-address=127.0.0.1".into(),
             "--advertise-address=127.0.0.1".into(),
             format!("--secure-port={}", self.apiserver_port),
-            // In 1.20 this is already a dummy flag (insecure serving is gone; anything but 0 is
-            // rejected). Kept because it states the intent and older docs ask for it.
-            "--insecure-port=0".into(),
             // Default is /var/run/kubernetes, for self-signed certs we never need.
             flag("cert-dir", &self.workdir.join("apiserver-certs")),
             flag("tls-cert-file", &pki.apiserver_serving.cert),
@@ -559,6 +573,10 @@ impl TestCluster {
             // One file for the whole run (lumberjack's default rotates at 100 MB).
             "--audit-log-maxsize=100000".into(),
         ];
+        if self.kubernetes.has_insecure_port_flags() {
+            // In 1.20 a dummy flag already (anything but 0 is rejected); gone in 1.24.
+            args.push("--insecure-port=0".into());
+        }
         args.extend(self.extra_apiserver_args.iter().cloned());
         args
     }
@@ -605,8 +623,10 @@ impl TestCluster {
                 process(self)
                     .with_context(|| format!("{component} is not running"))?
                     .ensure_running()?;
+                // A streaming list (watch) never completes while the component runs: its start
+                // is the answer.
                 let found = self.audit_events()?.iter().any(|event| {
-                    event.stage == "ResponseComplete"
+                    (event.stage == "ResponseComplete" || event.stage == "ResponseStarted")
                         && event.response_code.is_some_and(|code| code < 400)
                         && is_ready_request(event)
                 });
@@ -680,6 +700,14 @@ fn explain_failure(
     ))
 }
 
+/// An informer's initial list of pods: a LIST, or from v1.35 on (client-go's `WatchListClient`
+/// is on by default) a watch with `sendInitialEvents=true` that streams the list.
+fn lists_pods(event: &AuditEvent) -> bool {
+    event.resource() == Some("pods")
+        && (event.verb == "list"
+            || (event.verb == "watch" && event.request_uri.contains("sendInitialEvents=true")))
+}
+
 /// Every request at RequestResponse level, every stage: the richest oracle the apiserver offers.
 const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -698,25 +726,20 @@ pub fn apiscope_cache() -> PathBuf {
     }
 }
 
-/// Where `scripts/build-kubernetes.sh` puts kube-apiserver, kube-controller-manager and
-/// kube-scheduler.
-pub fn kubernetes_bin_dir() -> PathBuf {
-    apiscope_cache().join(format!("kubernetes-{KUBERNETES_VERSION}/bin"))
-}
-
-/// The path of one built Kubernetes binary, or an error saying how to build it.
-pub fn kubernetes_binary(name: &str) -> Result<PathBuf> {
-    let path = kubernetes_bin_dir().join(name);
-    require_file(&path, name)?;
+/// The path of one built Kubernetes binary of `version`, or an error saying how to build it.
+pub fn kubernetes_binary(version: KubernetesVersion, name: &str) -> Result<PathBuf> {
+    let path = version.bin_dir().join(name);
+    require_file(version, &path, name)?;
     Ok(path)
 }
 
-fn require_file(path: &Path, what: &str) -> Result<()> {
+fn require_file(version: KubernetesVersion, path: &Path, what: &str) -> Result<()> {
     if !path.is_file() {
         bail!(
-            "{what} not found at {}: build Kubernetes {KUBERNETES_VERSION} with \
-             scripts/build-kubernetes.sh (or run `make test`, which does)",
-            path.display()
+            "{what} not found at {}: build Kubernetes {version} with `{}` (or run `make \
+             setup`, which builds the matrix)",
+            path.display(),
+            version.build_command()
         );
     }
     Ok(())
