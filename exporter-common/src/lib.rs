@@ -151,6 +151,10 @@ pub struct HeaderFieldPrefix {
 }
 const _: () = assert!(core::mem::size_of::<HeaderFieldPrefix>() == 8);
 pub const HEADER_FIELD_SENSITIVE: u32 = 1;
+/// Bit 1: read from a response's `http.Header` map, in map order and with the map's
+/// (canonical) name; userspace puts such fields in the encoder's order (sorted by that name,
+/// then lowercased).
+pub const HEADER_FIELD_FROM_MAP: u32 = 2;
 
 /// A header event as the eBPF side builds it. The data area is larger than
 /// `HEADER_BLOCK_BYTES` by one largest field so that a masked write offset plus a bounded length

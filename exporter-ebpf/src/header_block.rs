@@ -4,9 +4,8 @@
 use core::ffi::c_void;
 
 use apiscope_common::{
-    ChunkHeader, ChunkKind, GoOffsets, HEADER_BLOCK_BYTES, HEADER_FIELD_SENSITIVE,
-    HeaderBlockPrefix, HeaderFieldPrefix, KernelCounter, MAX_HEADER_NAME, MAX_HEADER_VALUE,
-    OpenHeaderBlock,
+    ChunkHeader, ChunkKind, GoOffsets, HEADER_BLOCK_BYTES, HeaderBlockPrefix, HeaderFieldPrefix,
+    KernelCounter, MAX_HEADER_NAME, MAX_HEADER_VALUE, OpenHeaderBlock,
 };
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_ktime_get_ns,
@@ -146,7 +145,7 @@ pub fn append_field(
     name_len: u64,
     value_ptr: u64,
     value_len: u64,
-    sensitive: bool,
+    flags: u32,
 ) {
     let used = block.used as u64;
     if name_len > MAX_HEADER_NAME as u64
@@ -163,7 +162,7 @@ pub fn append_field(
     let prefix = HeaderFieldPrefix {
         name_len: name_copy as u16,
         value_len: value_copy as u16,
-        flags: if sensitive { HEADER_FIELD_SENSITIVE } else { 0 },
+        flags,
     };
     // SAFETY: `at + FIELD_PREFIX + name_copy + value_copy` <= the data area's size (see above).
     let ok = unsafe {

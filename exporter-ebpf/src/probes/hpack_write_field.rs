@@ -3,7 +3,7 @@
 //! other writers). RAX = `e`; the struct argument `f` is split over registers in field order:
 //! RBX/RCX = `Name` (pointer, length), RDI/RSI = `Value`, R8 = `Sensitive`.
 
-use apiscope_common::{MAX_HEADER_FIELDS, Probe};
+use apiscope_common::{HEADER_FIELD_SENSITIVE, MAX_HEADER_FIELDS, Probe};
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::uprobe, programs::ProbeContext};
 
 use crate::header_block::append_field;
@@ -31,7 +31,11 @@ pub fn hpack_write_field(ctx: ProbeContext) -> u32 {
         name_len,
         value_ptr,
         value_len,
-        sensitive != 0,
+        if sensitive != 0 {
+            HEADER_FIELD_SENSITIVE
+        } else {
+            0
+        },
     );
     0
 }

@@ -2,7 +2,9 @@
 //! stack-bound check: the request's header block, already HPACK-decoded by Go. RAX = `sc`,
 //! RBX = `f`.
 
-use apiscope_common::{HEADER_MESSAGE_REQUEST, KernelCounter, MAX_HEADER_FIELDS, Probe};
+use apiscope_common::{
+    HEADER_FIELD_SENSITIVE, HEADER_MESSAGE_REQUEST, KernelCounter, MAX_HEADER_FIELDS, Probe,
+};
 use aya_ebpf::{macros::uprobe, programs::ProbeContext};
 
 use crate::emit::read_user;
@@ -70,7 +72,11 @@ pub fn http2_process_headers(ctx: ProbeContext) -> u32 {
             name_len,
             value_ptr,
             value_len,
-            sensitive != 0,
+            if sensitive != 0 {
+                HEADER_FIELD_SENSITIVE
+            } else {
+                0
+            },
         );
     }
     if fields_len > MAX_HEADER_FIELDS as u64 {

@@ -12,8 +12,8 @@
 //! the trailer keys of a map that holds every header.
 
 use apiscope_common::{
-    GoOffsets, HEADER_MESSAGE_RESPONSE, MAP_GROUP_SLOTS, MAX_MAP_GROUPS, MAX_VALUES_PER_HEADER,
-    OpenHeaderBlock, Probe,
+    GoOffsets, HEADER_FIELD_FROM_MAP, HEADER_MESSAGE_RESPONSE, MAP_GROUP_SLOTS, MAX_MAP_GROUPS,
+    MAX_VALUES_PER_HEADER, OpenHeaderBlock, Probe,
 };
 use aya_ebpf::{macros::uprobe, programs::ProbeContext};
 
@@ -153,7 +153,14 @@ fn append_map_fields(block: &mut OpenHeaderBlock, map: u64, o: &GoOffsets) {
                     block.dropped_fields += 1;
                     continue;
                 };
-                append_field(block, key_ptr, key_len, value_ptr, value_len, false);
+                append_field(
+                    block,
+                    key_ptr,
+                    key_len,
+                    value_ptr,
+                    value_len,
+                    HEADER_FIELD_FROM_MAP,
+                );
             }
             if values_len > MAX_VALUES_PER_HEADER as u64 {
                 block.dropped_fields += (values_len - MAX_VALUES_PER_HEADER as u64) as u32;
