@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages for building and testing: the eBPF toolchain's Debian route (rustc-web + LLVM 22),
-# Go 1.19 for the Kubernetes 1.20 source, etcd, the independent HTTP/2 tools (tshark, h2load), and
+# Go 1.19 (the DWARF offset checks in exporter/src/capture/gobinary build fixtures with it; also the
+# optional v1.20.2 source build), etcd (for that build only: the matrix builds its own), the
+# independent HTTP/2 tools (tshark, h2load), and
 # Prometheus (2.42) for the telemetry test.
 source "$(dirname "$0")/common.sh"
 apt_install \

@@ -283,16 +283,18 @@ fn requests_become_spans_logs_and_metrics_and_secrets_stay_home_on(
         }
     }
     eprintln!(
-        "apiscope_request_total vs apiserver_request_total over {:.0} s: {agreeing} label sets agree, {} differ",
+        "{kubernetes}: apiscope_request_total vs apiserver_request_total over {:.0} s: {agreeing} label sets agree, {} differ",
         window_end - window_start,
         differences.len()
     );
     for (key, a, b) in &differences {
         eprintln!("  {key}: apiscope {a}, apiserver {b}");
     }
+    // Every label set must agree but the apiserver's lease renewals (every 10 s, by its own
+    // loopback client), which may fall on either side of a window edge in the two counters.
     for (key, a, b) in &differences {
-        if key.contains("resource=\"configmaps\"") || key.contains("resource=\"secrets\"") {
-            problems.push(format!("{key}: apiscope {a}, apiserver {b}"));
+        if !key.contains("resource=\"leases\"") {
+            problems.push(format!("{kubernetes}: {key}: apiscope {a}, apiserver {b}"));
         }
     }
 

@@ -65,6 +65,7 @@ fn main() -> Result<()> {
         apiserver_binary,
         workdir: dir,
         extra_apiserver_args,
+        container_binary_name: None,
     })?;
 
     let env_file = cluster.workdir().join("cluster.env");

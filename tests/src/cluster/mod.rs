@@ -65,6 +65,11 @@ pub struct ClusterOptions {
     pub workdir: Option<PathBuf>,
     /// Appended after the harness's own flags, so they override them (pflag: last one wins).
     pub extra_apiserver_args: Vec<String>,
+    /// Run kube-apiserver the way a container runtime does: in a mount namespace of its own,
+    /// from a copy with this file name at [`TestCluster::container_binary_path`], a path that
+    /// exists only inside that namespace (a tmpfs mounted there; the host sees an empty
+    /// directory). The pid is still kube-apiserver's own (`unshare` and `sh` exec it).
+    pub container_binary_name: Option<String>,
 }
 
 /// A running local control plane. Stopped by [`TestCluster::stop`] or on drop.
@@ -79,6 +84,7 @@ pub struct TestCluster {
     audit_policy: PathBuf,
     apiserver_binary: PathBuf,
     extra_apiserver_args: Vec<String>,
+    container_binary_name: Option<String>,
     apiserver_port: u16,
     etcd_client_port: u16,
     etcd: Option<ManagedProcess>,
@@ -127,6 +133,7 @@ impl TestCluster {
             created_workdir,
             apiserver_binary,
             extra_apiserver_args: opts.extra_apiserver_args,
+            container_binary_name: opts.container_binary_name,
             apiserver_port: 0,
             etcd_client_port: 0,
             etcd: None,
@@ -172,9 +179,21 @@ impl TestCluster {
         format!("https://127.0.0.1:{}", self.apiserver_port)
     }
 
-    /// The kube-apiserver binary this cluster runs.
+    /// The kube-apiserver binary this cluster runs (for a container-hosted apiserver: the host
+    /// file its in-namespace copy was made from).
     pub fn apiserver_binary(&self) -> &Path {
         &self.apiserver_binary
+    }
+
+    /// Where a container-hosted apiserver's binary is, as the apiserver sees it (the path does
+    /// not exist outside its mount namespace); `None` for an ordinary one.
+    pub fn container_binary_path(&self) -> Option<PathBuf> {
+        let name = self.container_binary_name.as_ref()?;
+        Some(self.container_root().join(name))
+    }
+
+    fn container_root(&self) -> PathBuf {
+        self.workdir.join("container-root")
     }
 
     /// The JSON-lines audit log: policy level RequestResponse for every request, all stages,
@@ -514,11 +533,12 @@ impl TestCluster {
         let log = self.apiserver_log();
         for attempt in 0..2 {
             self.apiserver_port = free_loopback_ports(1)?[0];
+            let (program, args) = self.apiserver_command()?;
             let process = ManagedProcess::start(
                 &self.spawner,
                 "kube-apiserver",
-                &self.apiserver_binary,
-                self.apiserver_args(),
+                &program,
+                args,
                 log.clone(),
             )?;
             self.apiserver = Some(process);
@@ -537,6 +557,34 @@ impl TestCluster {
         }
         self.write_kubeconfig("admin", ADMIN_USER, &self.pki.admin_client)?;
         Ok(())
+    }
+
+    /// The program and arguments that start kube-apiserver, directly or container-hosted.
+    fn apiserver_command(&self) -> Result<(PathBuf, Vec<String>)> {
+        let Some(binary) = self.container_binary_path() else {
+            return Ok((self.apiserver_binary.clone(), self.apiserver_args()));
+        };
+        let root = self.container_root();
+        fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        // Private propagation: the tmpfs (and the copy in it) stay invisible to the host.
+        let script = r#"set -e; mount -t tmpfs -o size=512m apiscope-container "$1"; cp "$2" "$3"; binary="$3"; shift 3; exec "$binary" "$@""#;
+        let mut args = vec![
+            "--mount".to_string(),
+            "--propagation".into(),
+            "private".into(),
+            "--".into(),
+            "/bin/sh".into(),
+            "-c".into(),
+            script.into(),
+            "sh".into(),
+            root.display().to_string(),
+            self.apiserver_binary.display().to_string(),
+            binary.display().to_string(),
+        ];
+        args.extend(self.apiserver_args());
+        let unshare = find_program("unshare", &["/usr/bin/unshare"])
+            .context("unshare not found (util-linux)")?;
+        Ok((unshare, args))
     }
 
     fn apiserver_args(&self) -> Vec<String> {
