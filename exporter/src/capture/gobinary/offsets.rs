@@ -47,8 +47,9 @@ const GO_1_13_TO_1_23: GoOffsets = GoOffsets {
 };
 
 /// Go 1.24 to 1.26: the same, plus the swiss-table map layout the one-hit response hook walks
-/// (checked against the DWARF of go1.24.13, go1.25.9 and go1.26.8 builds: `maps.Map`,
-/// `maps.table`, `maps.groupsReference`, `noalg.map.group[string][]string`).
+/// (`maps.Map`, `maps.table`, `maps.groupsReference`, `noalg.map.group[string][]string`),
+/// checked against the DWARF of go1.26.8 by the tests and of go1.24.13 and go1.25.9 (from the
+/// module proxy) with `APISCOPE_EXTRA_GO_TOOLCHAINS`.
 const GO_1_24_TO_1_26: GoOffsets = GoOffsets {
     // type Map struct { used uint64; seed uintptr; dirPtr unsafe.Pointer; dirLen int; ... }
     go_map_dir_ptr: 16,

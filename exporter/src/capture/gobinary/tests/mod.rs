@@ -600,6 +600,64 @@ fn functions_outside_the_binary_are_rejected() {
     }
 }
 
+/// The modern apiservers of the end-to-end matrix (`make setup` builds them): stripped
+/// module-mode builds, one of them PIE. Everything the probes need is found in each: Read
+/// spills its arguments, the entry probes skip the stack check, and the response hook reads the
+/// header map (Go 1.24+). Missing builds skip, or fail under `APISCOPE_REQUIRE_TOOLS`.
+#[test]
+fn modern_kube_apiservers_have_every_probe_point() {
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
+    let cache = std::env::var_os("APISCOPE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".cache/apiscope"));
+    // Both are built with the machine's Go (GOTOOLCHAIN=local), as scripts/build-kubernetes-modern.sh does.
+    for (build, go_minor, pie) in [("1.37.2", 26, false), ("1.34.4-pie", 26, true)] {
+        let path = cache.join(format!("kubernetes-{build}/bin/kube-apiserver"));
+        if !path.exists() {
+            assert!(
+                !fixtures::tools_required(),
+                "{} missing (make setup builds it)",
+                path.display()
+            );
+            eprintln!("SKIP kube-apiserver {build}: {} missing", path.display());
+            continue;
+        }
+        let binary = open(&path);
+        assert_eq!(binary.go_version().unwrap().minor, go_minor, "{build}");
+        let mode = if pie { "pie" } else { "exe" };
+        assert_eq!(binary.build_setting("-buildmode"), Some(mode), "{build}");
+        let points = crate::capture::tracer::ProbePoints::find(&path)
+            .unwrap_or_else(|e| panic!("kube-apiserver {build}: {e:#}"));
+        let hooks = points
+            .header_hooks
+            .as_ref()
+            .unwrap_or_else(|e| panic!("kube-apiserver {build}: no header hooks: {e}"));
+        assert!(hooks.response_from_header_map, "{build}");
+        let write = binary.function("crypto/tls.(*Conn).Write").unwrap();
+        assert!(
+            points.write_entry > write.file_offset,
+            "{build}: Write probe at the entry"
+        );
+        eprintln!(
+            "kube-apiserver {build}: go{go_minor}, x/net {:?}, {} Read RETs, probes after the \
+             stack check at Write+{}, processHeaders+{}, writeFrame+{}",
+            hooks.xnet_version,
+            points.read_returns.len(),
+            points.write_entry - write.file_offset,
+            hooks.process_headers
+                - binary
+                    .functions_with_suffix("golang.org/x/net/http2.(*serverConn).processHeaders")
+                    [0]
+                .file_offset,
+            hooks.write_res_headers
+                - binary
+                    .functions_with_suffix("golang.org/x/net/http2.(*writeResHeaders).writeFrame")
+                    [0]
+                .file_offset,
+        );
+    }
+}
+
 fn kube_apiserver_dir() -> PathBuf {
     let home = std::env::var_os("HOME").unwrap_or_default();
     PathBuf::from(home).join(".cache/apiscope/kubernetes-1.20.2/bin")
