@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages for building and testing: the eBPF toolchain's Debian route (rustc-web + LLVM 22),
-# Go 1.19 for the Kubernetes 1.20 source, etcd, the independent HTTP/2 tools (tshark, h2load), and
-# Prometheus (2.42) for the telemetry test.
+# Go 1.19 for the Kubernetes 1.20 source, etcd, the independent HTTP/2 tools (tshark, h2load),
+# Prometheus (2.42) for the telemetry test, and bpftool for the bench's BPF statistics.
 source "$(dirname "$0")/common.sh"
 apt_install \
   rustc-web cargo-web rust-web-src llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev \
   golang-1.19-go golang-github-modern-go-reflect2-dev rsync dpkg-dev \
-  etcd-server etcd-client openssl tshark nghttp2-client procps iproute2 curl jq prometheus
+  etcd-server etcd-client openssl tshark nghttp2-client bpftool procps iproute2 curl jq prometheus
