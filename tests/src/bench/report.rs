@@ -492,7 +492,7 @@ pub fn line_chart_svg(
     }
     let y_min = (y_min * 0.9).min(y_min - 0.05);
     let y_max = (y_max * 1.1).max(y_max + 0.05);
-    let x_max = if x_max > 0.0 { x_max * 1.05 } else { 1.0 };
+    let x_max = nice_ceiling(x_max);
     let plot_w = width - left - right;
     let plot_h = height - top - bottom;
     let sx = |x: f64| left + x / x_max * plot_w;
@@ -583,6 +583,20 @@ pub fn line_chart_svg(
     svg
 }
 
+/// The smallest of 1, 2, 2.5, 5 times a power of ten at or above `value`, so that the axis's
+/// five ticks are round numbers.
+fn nice_ceiling(value: f64) -> f64 {
+    if value <= 0.0 {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(value.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|step| step * magnitude)
+        .find(|&candidate| candidate >= value)
+        .unwrap_or(10.0 * magnitude)
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -671,6 +685,14 @@ mod tests {
         assert_eq!(current.kernel_runs_per_request, Some(4.0));
         let without = summaries.iter().find(|s| s.build == WITHOUT).unwrap();
         assert_eq!(without.throughput_ratio, Some(1.0));
+    }
+
+    #[test]
+    fn round_axis_ends() {
+        assert_eq!(nice_ceiling(957.0), 1000.0);
+        assert_eq!(nice_ceiling(2100.0), 2500.0);
+        assert_eq!(nice_ceiling(3000.0), 5000.0);
+        assert_eq!(nice_ceiling(0.0), 1.0);
     }
 
     #[test]
