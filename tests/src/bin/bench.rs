@@ -220,35 +220,51 @@ fn main() -> Result<()> {
     let skip = |phase: &str| args.skip.iter().any(|s| s == phase);
     let mut failures = Vec::new();
     let write = |report: &BenchReport| write_outputs(report, &out_dir);
+    let note_failure = |phase: &str, result: Result<()>, failures: &mut Vec<String>| {
+        if let Err(error) = result {
+            eprintln!("bench: {phase} failed: {error:#}");
+            failures.push(format!("{phase}: {error:#}"));
+        }
+    };
 
     if !skip("load") {
-        if let Err(error) = bench.saturation_phase(&mut report) {
-            failures.push(format!("saturation rounds: {error:#}"));
-        }
+        note_failure(
+            "saturation rounds",
+            bench.saturation_phase(&mut report),
+            &mut failures,
+        );
         write(&report)?;
     }
     if !skip("rates") && !skip("load") {
-        if let Err(error) = bench.rate_phase(&mut report) {
-            failures.push(format!("fixed-rate rounds: {error:#}"));
-        }
+        note_failure(
+            "fixed-rate rounds",
+            bench.rate_phase(&mut report),
+            &mut failures,
+        );
         write(&report)?;
     }
     if !skip("memory") {
-        if let Err(error) = bench.memory_phase(&mut report) {
-            failures.push(format!("memory with open watches: {error:#}"));
-        }
+        note_failure(
+            "memory with open watches",
+            bench.memory_phase(&mut report),
+            &mut failures,
+        );
         write(&report)?;
     }
     if !skip("loss") {
-        if let Err(error) = bench.loss_phase(&mut report) {
-            failures.push(format!("ring-buffer loss: {error:#}"));
-        }
+        note_failure(
+            "ring-buffer loss",
+            bench.loss_phase(&mut report),
+            &mut failures,
+        );
         write(&report)?;
     }
     if !skip("decode") {
-        if let Err(error) = bench.decode_phase(&mut report) {
-            failures.push(format!("decode throughput: {error:#}"));
-        }
+        note_failure(
+            "decode throughput",
+            bench.decode_phase(&mut report),
+            &mut failures,
+        );
     }
     for failure in &failures {
         report.not_measured.push(format!("failed: {failure}"));
@@ -658,25 +674,44 @@ impl Bench {
     }
 
     /// Runs `each` for every build in turn (without apiscope first), `rounds` times, with a
-    /// freshly attached apiscope per build and round.
+    /// freshly attached apiscope per build and round. A failed block is reported and the rest
+    /// goes on: one bad round should not cost the whole run.
     fn alternate(
         &self,
         report: &mut BenchReport,
         mut each: impl FnMut(&Bench, &str, usize, Option<&RunningApiscope>) -> Result<Vec<LoadRound>>,
     ) -> Result<()> {
+        let variants: Vec<(&str, Option<&PathBuf>)> = std::iter::once((WITHOUT, None))
+            .chain(
+                self.builds
+                    .iter()
+                    .map(|(name, path)| (name.as_str(), Some(path))),
+            )
+            .collect();
         for round in 0..self.plan.rounds {
-            let rounds = each(self, WITHOUT, round, None)?;
-            report.load_rounds.extend(rounds);
-            for (name, binary) in &self.builds {
-                let apiscope = RunningApiscope::start(
-                    &self.spawner,
-                    binary,
-                    self.cluster.apiserver_pid(),
-                    None,
-                )?;
-                let rounds = each(self, name, round, Some(&apiscope))?;
-                report.load_rounds.extend(rounds);
-                apiscope.stop()?;
+            for &(name, binary) in &variants {
+                let mut block = || -> Result<Vec<LoadRound>> {
+                    let Some(binary) = binary else {
+                        return each(self, name, round, None);
+                    };
+                    let apiscope = RunningApiscope::start(
+                        &self.spawner,
+                        binary,
+                        self.cluster.apiserver_pid(),
+                        None,
+                    )?;
+                    let rounds = each(self, name, round, Some(&apiscope))?;
+                    apiscope.stop()?;
+                    Ok(rounds)
+                };
+                match block() {
+                    Ok(rounds) => report.load_rounds.extend(rounds),
+                    Err(error) => {
+                        let message = format!("{name}, round {round}: {error:#}");
+                        eprintln!("bench: failed: {message}");
+                        report.not_measured.push(format!("failed: {message}"));
+                    }
+                }
             }
         }
         Ok(())
