@@ -585,6 +585,42 @@ impl Bench {
         Ok(())
     }
 
+    /// Deletes every ConfigMap the POSTs created (DELETE collection, outside any measured
+    /// window): left in place, tens of thousands of them slow the apiserver round after round,
+    /// a drift that alternating cannot cancel since it only grows. A large collection can outlast
+    /// the apiserver's request timeout (HTTP 500, the deletion stops part way), so it is repeated
+    /// until one call deletes the rest.
+    fn delete_posted(&self) -> Result<()> {
+        const ATTEMPTS: usize = 8;
+        let mut last = String::new();
+        for _ in 0..ATTEMPTS {
+            let output = Command::new("curl")
+                .args([
+                    "-sSk",
+                    "--max-time",
+                    "90",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                ])
+                .args(["-X", "DELETE", "-H"])
+                .arg(format!("Authorization: Bearer {}", self.token))
+                .arg(self.url(&Workload::Post.path()))
+                .output()
+                .context("running curl")?;
+            let status = String::from_utf8_lossy(&output.stdout).to_string();
+            if status == "200" {
+                return Ok(());
+            }
+            last = format!(
+                "HTTP {status} {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        bail!("deleting the POSTed ConfigMaps: {ATTEMPTS} attempts, the last {last}")
+    }
+
     /// Warm-up run (discarded), then one measured run with counters read around it.
     fn measure(
         &self,
@@ -603,9 +639,15 @@ impl Bench {
             Some(apiscope) => bpf_stats::program_ids_of(apiscope.pid())?,
             None => Default::default(),
         };
+        if matches!(workload, Workload::Post) {
+            self.delete_posted()?;
+        }
         let before = Snapshot::take(apiserver, apiscope)?;
         let H2loadResult { summary, latency } = run.run(&self.scratch)?;
         let after = Snapshot::take(apiserver, apiscope)?;
+        if matches!(workload, Workload::Post) {
+            self.delete_posted()?;
+        }
         let seconds = after.at.duration_since(before.at).as_secs_f64();
         let requests = summary.succeeded.max(1) as f64;
         let per_request = |value: f64| value / requests;
@@ -769,55 +811,73 @@ impl Bench {
     fn memory_phase(&self, report: &mut BenchReport) -> Result<()> {
         let rate = self.list_rate(report, 0.25);
         let watch_lifetime = Duration::from_secs(120);
+        let mut failures = Vec::new();
         for (name, binary) in &self.builds {
-            let apiscope =
-                RunningApiscope::start(&self.spawner, binary, self.cluster.apiserver_pid(), None)?;
-            let steady = self.measure(
-                Workload::List,
-                "25%",
-                name,
-                0,
-                self.h2load(Workload::List, self.plan.rate, Some(rate)),
-                Some(&apiscope),
-            )?;
-            report.memory.push(MemoryRow {
-                build: name.clone(),
-                condition: format!("LIST at {rate:.0} req/s"),
-                memory: procfs::memory_use(apiscope.pid())?,
-                apiscope_cores_per_1000_rps: steady.apiscope_cores_per_1000_rps,
-                achieved_rps: steady.achieved_rps,
-            });
-            let mut watches = OpenWatches::open(
-                &self.url(&Workload::List.path()),
-                &self.token,
-                self.plan.watches,
-                watch_lifetime,
-                &self.scratch,
-            )?;
-            let open = self.wait_for_watches(self.plan.watches, Duration::from_secs(30))?;
-            let loaded = self.measure(
-                Workload::List,
-                "25%",
-                name,
-                0,
-                self.h2load(Workload::List, self.plan.rate, Some(rate)),
-                Some(&apiscope),
-            )?;
-            watches.check_open()?;
-            report.memory.push(MemoryRow {
-                build: name.clone(),
-                condition: format!(
-                    "LIST at {rate:.0} req/s + {} watches (apiserver: {open:.0} configmap watches open)",
-                    self.plan.watches
-                ),
-                memory: procfs::memory_use(apiscope.pid())?,
-                apiscope_cores_per_1000_rps: loaded.apiscope_cores_per_1000_rps,
-                achieved_rps: loaded.achieved_rps,
-            });
-            drop(watches);
-            apiscope.stop()?;
+            if let Err(error) = self.memory_of_build(report, name, binary, rate, watch_lifetime) {
+                eprintln!("bench: memory of {name} failed: {error:#}");
+                failures.push(format!("{name}: {error:#}"));
+            }
+        }
+        if !failures.is_empty() {
+            bail!("{}", failures.join("; "));
         }
         Ok(())
+    }
+
+    fn memory_of_build(
+        &self,
+        report: &mut BenchReport,
+        name: &str,
+        binary: &Path,
+        rate: f64,
+        watch_lifetime: Duration,
+    ) -> Result<()> {
+        let apiscope =
+            RunningApiscope::start(&self.spawner, binary, self.cluster.apiserver_pid(), None)?;
+        let steady = self.measure(
+            Workload::List,
+            "25%",
+            name,
+            0,
+            self.h2load(Workload::List, self.plan.rate, Some(rate)),
+            Some(&apiscope),
+        )?;
+        report.memory.push(MemoryRow {
+            build: name.to_string(),
+            condition: format!("LIST at {rate:.0} req/s"),
+            memory: procfs::memory_use(apiscope.pid())?,
+            apiscope_cores_per_1000_rps: steady.apiscope_cores_per_1000_rps,
+            achieved_rps: steady.achieved_rps,
+        });
+        let mut watches = OpenWatches::open(
+            &self.url(&Workload::List.path()),
+            &self.token,
+            self.plan.watches,
+            watch_lifetime,
+            &self.scratch,
+        )?;
+        let open = self.wait_for_watches(self.plan.watches, Duration::from_secs(30))?;
+        let loaded = self.measure(
+            Workload::List,
+            "25%",
+            name,
+            0,
+            self.h2load(Workload::List, self.plan.rate, Some(rate)),
+            Some(&apiscope),
+        )?;
+        watches.check_open()?;
+        report.memory.push(MemoryRow {
+            build: name.to_string(),
+            condition: format!(
+                "LIST at {rate:.0} req/s + {} watches (apiserver: {open:.0} configmap watches open)",
+                self.plan.watches
+            ),
+            memory: procfs::memory_use(apiscope.pid())?,
+            apiscope_cores_per_1000_rps: loaded.apiscope_cores_per_1000_rps,
+            achieved_rps: loaded.achieved_rps,
+        });
+        drop(watches);
+        apiscope.stop()
     }
 
     /// Waits (bounded) until the apiserver counts `count` open configmap watches, from its own
@@ -939,6 +999,7 @@ impl Bench {
             run.run(&self.scratch)?;
         }
         apiscope.stop()?;
+        self.delete_posted()?;
         let file_bytes = std::fs::metadata(&recording)?.len();
         let port = self.cluster.apiserver_port().to_string();
         let mut replay = Command::new(binary);
