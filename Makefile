@@ -10,7 +10,7 @@ EBPF_OBJECT := target/bpfel-unknown-none/release/apiscope-ebpf
 K8S_NEWEST := 1.37.2
 K8S_BIN := $(APISCOPE_CACHE)/kubernetes-$(K8S_NEWEST)/bin
 
-.PHONY: all setup build ebpf test test-pure test-e2e test-collector fuzz-smoke lint validate-configs demo fixtures clean-cache
+.PHONY: all setup build ebpf bench test test-pure test-e2e test-collector fuzz-smoke lint validate-configs demo fixtures clean-cache
 
 all: build
 
@@ -32,6 +32,17 @@ ebpf:
 # The exporter embeds the eBPF object when APISCOPE_EBPF_OBJECT names it at build time.
 build: ebpf
 	APISCOPE_EBPF_OBJECT=$(CURDIR)/$(EBPF_OBJECT) cargo build --release -p apiscope
+
+# What apiscope costs a kube-apiserver, measured side by side in one run (BENCHMARKS.md): tables
+# in target/bench/. BENCH_QUICK=1 takes a few minutes; APISCOPE_BENCH_BASELINE=/path/to/apiscope
+# adds an older build to compare; BENCH_ARGS passes more flags (see apiscope-bench --help).
+APISCOPE_BENCH_BASELINE ?=
+# The same APISCOPE_EBPF_OBJECT as `build`, so the apiscope library is not compiled twice.
+bench: setup build
+	APISCOPE_EBPF_OBJECT=$(CURDIR)/$(EBPF_OBJECT) cargo build --release -p apiscope-e2e --bin apiscope-bench
+	target/release/apiscope-bench \
+	  $(if $(APISCOPE_BENCH_BASELINE),--apiscope baseline=$(APISCOPE_BENCH_BASELINE)) \
+	  --apiscope current=$(CURDIR)/target/release/apiscope $(BENCH_ARGS)
 
 demo: setup build
 	cargo build --release -p apiscope-e2e --bin apiscope-testcluster

@@ -124,8 +124,21 @@ pub struct HeaderBlockPrefix {
     pub fields: u32,
     /// Fields seen but not copied (over [`MAX_HEADER_FIELDS`], too long, or out of room).
     pub dropped_fields: u32,
+    /// A response's status code (`writeResHeaders.httpResCode`), 0 otherwise: userspace adds
+    /// the `:status` field when the block does not carry one.
+    pub status: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<HeaderBlockPrefix>() == 16);
+const _: () = assert!(core::mem::size_of::<HeaderBlockPrefix>() == 24);
+
+/// Groups of a Go (swiss table) map read at most by the one-hit response hook: a small map
+/// (up to 8 entries) is one group, a response's `http.Header` rarely needs more than two.
+pub const MAX_MAP_GROUPS: u32 = 4;
+/// Slots per swiss-table group (Go's `abi.SwissMapGroupSlots`).
+pub const MAP_GROUP_SLOTS: u32 = 8;
+/// Values read per header name (`http.Header` is `map[string][]string`); more are counted
+/// as dropped.
+pub const MAX_VALUES_PER_HEADER: u32 = 2;
 
 /// Front of one packed field: `name_len` name bytes then `value_len` value bytes follow it.
 #[repr(C)]
@@ -138,6 +151,10 @@ pub struct HeaderFieldPrefix {
 }
 const _: () = assert!(core::mem::size_of::<HeaderFieldPrefix>() == 8);
 pub const HEADER_FIELD_SENSITIVE: u32 = 1;
+/// Bit 1: read from a response's `http.Header` map, in map order and with the map's
+/// (canonical) name; userspace puts such fields in the encoder's order (sorted by that name,
+/// then lowercased).
+pub const HEADER_FIELD_FROM_MAP: u32 = 2;
 
 /// A header event as the eBPF side builds it. The data area is larger than
 /// `HEADER_BLOCK_BYTES` by one largest field so that a masked write offset plus a bounded length
@@ -154,10 +171,11 @@ pub const HEADER_EVENT_DATA: usize = core::mem::size_of::<HeaderBlockPrefix>()
     + MAX_HEADER_NAME
     + MAX_HEADER_VALUE;
 
-/// A header block being assembled: for a request within one `processHeaders` probe (in per-CPU
-/// scratch), for a response across `hpack.(*Encoder).WriteField` calls, from
-/// `(*writeResHeaders).writeFrame`'s entry to its RET (in a map keyed by pid and goroutine).
-/// The counters are copied into the event's [`HeaderBlockPrefix`] when it is sent.
+/// A header block being assembled: within one probe (a request at `processHeaders`, a
+/// response at `writeResHeaders.writeFrame` from its header map), in per-CPU scratch; or, where
+/// the map cannot be read, across `hpack.(*Encoder).WriteField` calls from writeFrame's entry
+/// to its RET (in a map keyed by pid and goroutine). The counters are copied into the event's
+/// [`HeaderBlockPrefix`] when it is sent.
 #[repr(C)]
 pub struct OpenHeaderBlock {
     /// Bytes of packed fields so far (after the prefix).
@@ -166,25 +184,67 @@ pub struct OpenHeaderBlock {
     pub dropped_fields: u32,
     pub stream_id: u32,
     pub message: u32,
-    pub _pad: u32,
-    /// The last field seen (name and value pointers): an entry probe fires twice when the
-    /// function grows its stack first (the prologue jumps back to the entry), and the repeat
-    /// must not add the field again.
-    pub last_name_ptr: u64,
-    pub last_value_ptr: u64,
+    pub status: u32,
     pub event: HeaderEvent,
 }
-const _: () = assert!(core::mem::size_of::<OpenHeaderBlock>() == 40 + 96 + HEADER_EVENT_DATA);
+const _: () = assert!(core::mem::size_of::<OpenHeaderBlock>() == 24 + 96 + HEADER_EVENT_DATA);
 
-/// Entry state of a `Read` call, saved until its RET probes fire. Keyed by goroutine.
+/// The register arguments of a Go function as its prologue spilled them to their ABI slots on
+/// the goroutine stack (`entry SP + 8` onwards): a probe on a RET reads them from there, since
+/// the registers no longer hold them. For `(*tls.Conn).Read(b []byte)`: receiver, `b`'s
+/// pointer and length.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct PendingRead {
+pub struct SpilledReadArgs {
     pub conn_ptr: u64,
     pub buf_ptr: u64,
     pub buf_len: u64,
 }
-const _: () = assert!(core::mem::size_of::<PendingRead>() == 24);
+const _: () = assert!(core::mem::size_of::<SpilledReadArgs>() == 24);
+
+/// Indexes of the per-CPU `PROBE_HITS` array: one slot per eBPF program, counted on every
+/// hit, so users see what apiscope costs the traced process (each hit is a trap into the
+/// kernel inside one of its threads).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    TlsWriteEntry = 0,
+    TlsReadReturn = 1,
+    TlsCloseEntry = 2,
+    Http2ProcessHeaders = 3,
+    Http2WriteResHeadersEntry = 4,
+    HpackWriteField = 5,
+    Http2WriteResHeadersReturn = 6,
+    Http2ResponseHeaders = 7,
+}
+pub const PROBE_SLOTS: u32 = 8;
+
+impl Probe {
+    pub const ALL: [Probe; PROBE_SLOTS as usize] = [
+        Probe::TlsWriteEntry,
+        Probe::TlsReadReturn,
+        Probe::TlsCloseEntry,
+        Probe::Http2ProcessHeaders,
+        Probe::Http2WriteResHeadersEntry,
+        Probe::HpackWriteField,
+        Probe::Http2WriteResHeadersReturn,
+        Probe::Http2ResponseHeaders,
+    ];
+
+    /// The eBPF program's name, also the `probe` label of `apiscope_capture_probe_hits_total`.
+    pub const fn program(self) -> &'static str {
+        match self {
+            Probe::TlsWriteEntry => "tls_write_entry",
+            Probe::TlsReadReturn => "tls_read_return",
+            Probe::TlsCloseEntry => "tls_close_entry",
+            Probe::Http2ProcessHeaders => "http2_process_headers",
+            Probe::Http2WriteResHeadersEntry => "http2_write_res_headers_entry",
+            Probe::HpackWriteField => "hpack_write_field",
+            Probe::Http2WriteResHeadersReturn => "http2_write_res_headers_return",
+            Probe::Http2ResponseHeaders => "http2_response_headers",
+        }
+    }
+}
 
 /// An address inside one traced process: the key of the per-connection (`*tls.Conn`) and
 /// per-goroutine (`runtime.g`) maps. Addresses alone collide across processes.
@@ -240,8 +300,23 @@ pub struct GoOffsets {
     pub hpack_header_field_name: u64,
     pub hpack_header_field_value: u64,
     pub hpack_header_field_sensitive: u64,
+    /// `http2.writeResHeaders.h` (an `http.Header`: a map pointer), `.date`, `.contentType`,
+    /// `.contentLength` (strings): what the one-hit response hook reads.
+    pub http2_write_res_headers_header: u64,
+    pub http2_write_res_headers_date: u64,
+    pub http2_write_res_headers_content_type: u64,
+    pub http2_write_res_headers_content_length: u64,
+    /// Go's swiss-table maps (Go 1.24+; 0 for older releases): `maps.Map.dirPtr`,
+    /// `maps.Map.dirLen`, `maps.table.groups` (a `groupsReference`: data pointer, then
+    /// `lengthMask`), and for `map[string][]string` the group's size and where its slots
+    /// start (8 slots of a 16-byte key and a 24-byte element each).
+    pub go_map_dir_ptr: u64,
+    pub go_map_dir_len: u64,
+    pub go_map_table_groups: u64,
+    pub go_map_header_group_size: u64,
+    pub go_map_header_group_slots: u64,
 }
-const _: () = assert!(core::mem::size_of::<GoOffsets>() == 152);
+const _: () = assert!(core::mem::size_of::<GoOffsets>() == 152 + 9 * 8);
 
 /// Indexes of the per-CPU `COUNTERS` array: what the kernel side could not deliver.
 #[repr(u32)]
@@ -251,8 +326,8 @@ pub enum KernelCounter {
     RingbufFull = 0,
     /// `bpf_probe_read_user` of a payload failed: an event was lost.
     PayloadReadFailed = 1,
-    /// A Read RET fired with no saved entry state (e.g. attached mid-call).
-    ReadWithoutEntry = 2,
+    /// A Read RET could not read the call's spilled arguments from the goroutine stack.
+    ReadArgumentsUnreadable = 2,
     /// Bytes of calls longer than `MAX_SEGMENTS_PER_CALL * MAX_CHUNK_DATA` not copied.
     TruncatedBytes = 3,
     /// Events written to the ring buffer.
@@ -271,7 +346,6 @@ mod user {
     // SAFETY: plain-old-data: #[repr(C)], no padding (asserted above), every bit pattern valid.
     unsafe impl aya::Pod for super::GoOffsets {}
     unsafe impl aya::Pod for super::ConnInfo {}
-    unsafe impl aya::Pod for super::PendingRead {}
     unsafe impl aya::Pod for super::ProcessAddress {}
     unsafe impl aya::Pod for super::HeaderBlockPrefix {}
     unsafe impl aya::Pod for super::HeaderFieldPrefix {}

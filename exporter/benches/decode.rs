@@ -1,16 +1,21 @@
 //! Decode throughput on the golden recording (`cargo bench -p apiscope --bench decode`).
 //!
-//! Prints one table measured side by side in one run: reading the recording only, decoding the
-//! apiserver's API traffic, and decoding its outgoing etcd traffic too, each as MB/s of captured
-//! plaintext and as a ratio to reading alone. Each variant runs several rounds; the best round
-//! counts (the least disturbed by other work on the machine).
+//! Prints one table measured side by side in one run: reading the recording only, the HTTP stage
+//! alone (HTTP/2 frames and HPACK, one decoder per connection, no exchanges or Kubernetes
+//! semantics), decoding the apiserver's API traffic, and decoding its outgoing etcd traffic too,
+//! each as MB/s of all captured plaintext and as a ratio to reading alone. Each variant runs
+//! several rounds; the best round counts (the least disturbed by other work on the machine).
 
 use std::io::{BufReader, Cursor, Read};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use apiscope::capture::TlsChunk;
+use std::collections::HashMap;
+
+use apiscope::capture::{ConnectionId, Role, TlsChunk};
+use apiscope::http::{ProtocolDecoder, ProtocolLimits};
 use apiscope::pipeline::{DecodeConfig, DecodeMetrics, DecodePipeline};
+use apiscope::reassembly::pieces;
 use apiscope::record::ChunkReader;
 
 const ROUNDS: usize = 7;
@@ -47,6 +52,25 @@ fn main() {
             out.len()
         })
     };
+    let frames_and_hpack = best(|| {
+        let mut decoders: HashMap<ConnectionId, ProtocolDecoder> = HashMap::new();
+        let mut events = Vec::new();
+        let mut total = 0;
+        for chunk in chunks.iter().filter(|c| c.role == Role::Server) {
+            let Some((direction, len, data)) = chunk.payload() else {
+                continue;
+            };
+            let decoder = decoders
+                .entry(chunk.connection)
+                .or_insert_with(|| ProtocolDecoder::new(chunk.role, ProtocolLimits::default()));
+            for piece in pieces(data, len) {
+                decoder.feed(direction, chunk.timestamp_ns, piece, &mut events);
+            }
+            total += events.len();
+            events.clear();
+        }
+        total
+    });
     let api = decode(false);
     let all = decode(true);
 
@@ -61,6 +85,10 @@ fn main() {
     );
     for (name, (outputs, time)) in [
         ("read pcapng into chunks", read),
+        (
+            "HTTP/2 frames + HPACK alone (server role)",
+            frames_and_hpack,
+        ),
         ("decode API requests (server role)", api),
         ("decode incl. outgoing etcd gRPC (client role)", all),
     ] {

@@ -2,6 +2,7 @@
 //! independent HTTP/2 oracle, and the telemetry path's real back ends (the OpenTelemetry
 //! Collector built from the production manifest, Apache Kafka in KRaft mode).
 pub mod apiscope;
+pub mod bench;
 pub mod cluster;
 pub mod fidelity;
 pub mod httpsink;

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use apiscope_common::{
-    ChunkHeader, ChunkKind, HEADER_FIELD_SENSITIVE, HEADER_MESSAGE_REQUEST,
+    ChunkHeader, ChunkKind, HEADER_FIELD_FROM_MAP, HEADER_FIELD_SENSITIVE, HEADER_MESSAGE_REQUEST,
     HEADER_MESSAGE_RESPONSE, HEADER_MESSAGE_TRAILERS, HeaderBlockPrefix, HeaderFieldPrefix,
     SocketPair,
 };
@@ -188,6 +188,8 @@ pub fn parse_header_block(payload: &[u8]) -> Option<ChunkEventKind> {
     };
     let mut at = size_of::<HeaderBlockPrefix>();
     let mut fields = Vec::with_capacity(prefix.fields.min(64) as usize);
+    // Fields read from a response's header map: (canonical name, field), in map order.
+    let mut from_map = Vec::new();
     for _ in 0..prefix.fields {
         let field: HeaderFieldPrefix = read(payload, at)?;
         at += size_of::<HeaderFieldPrefix>();
@@ -195,14 +197,36 @@ pub fn parse_header_block(payload: &[u8]) -> Option<ChunkEventKind> {
         at += field.name_len as usize;
         let value = payload.get(at..at + field.value_len as usize)?;
         at += field.value_len as usize;
-        fields.push(HeaderField {
-            name: String::from_utf8_lossy(name).into_owned(),
+        let parsed = HeaderField {
+            // HTTP/2 field names are lowercase; a map's are canonical (`Audit-Id`), and the
+            // HPACK encoder lowercases them.
+            name: String::from_utf8_lossy(name).to_ascii_lowercase(),
             value: String::from_utf8_lossy(value).into_owned(),
             sensitive: field.flags & HEADER_FIELD_SENSITIVE != 0,
-        });
+        };
+        if field.flags & HEADER_FIELD_FROM_MAP != 0 {
+            from_map.push((name, parsed));
+        } else {
+            fields.push(parsed);
+        }
     }
     if at != payload.len() {
         return None;
+    }
+    // The encoder writes a header map sorted by its keys (values of one key in order), before
+    // the writer's own fields: the same order here as on the wire.
+    from_map.sort_by(|a, b| a.0.cmp(b.0));
+    fields.splice(0..0, from_map.into_iter().map(|(_, field)| field));
+    // The one-hit response hook sends the status code in the prefix, not as a field.
+    if prefix.status != 0 && !fields.iter().any(|f| f.name == ":status") {
+        fields.insert(
+            0,
+            HeaderField {
+                name: ":status".into(),
+                value: prefix.status.to_string(),
+                sensitive: false,
+            },
+        );
     }
     Some(ChunkEventKind::Headers {
         message,
@@ -259,11 +283,23 @@ mod tests {
     use super::*;
 
     fn block(message: u32, stream_id: u32, fields: &[(&str, &str, bool)], dropped: u32) -> Vec<u8> {
+        block_with_status(message, stream_id, fields, dropped, 0)
+    }
+
+    fn block_with_status(
+        message: u32,
+        stream_id: u32,
+        fields: &[(&str, &str, bool)],
+        dropped: u32,
+        status: u32,
+    ) -> Vec<u8> {
         let prefix = HeaderBlockPrefix {
             stream_id,
             message,
             fields: fields.len() as u32,
             dropped_fields: dropped,
+            status,
+            _pad: 0,
         };
         let mut bytes = Vec::new();
         for word in [
@@ -271,13 +307,18 @@ mod tests {
             prefix.message,
             prefix.fields,
             prefix.dropped_fields,
+            prefix.status,
+            prefix._pad,
         ] {
             bytes.extend_from_slice(&word.to_le_bytes());
         }
         for (name, value, sensitive) in fields {
+            // A capitalised name stands for a field read from a header map.
+            let from_map = name.starts_with(|c: char| c.is_ascii_uppercase());
+            let flags = u32::from(*sensitive) | if from_map { HEADER_FIELD_FROM_MAP } else { 0 };
             bytes.extend_from_slice(&(name.len() as u16).to_le_bytes());
             bytes.extend_from_slice(&(value.len() as u16).to_le_bytes());
-            bytes.extend_from_slice(&u32::from(*sensitive).to_le_bytes());
+            bytes.extend_from_slice(&flags.to_le_bytes());
             bytes.extend_from_slice(name.as_bytes());
             bytes.extend_from_slice(value.as_bytes());
         }
@@ -319,6 +360,43 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_response_read_from_the_header_map_gets_its_status_and_lowercase_names() {
+        let payload = block_with_status(
+            HEADER_MESSAGE_RESPONSE,
+            3,
+            &[
+                ("Audit-Id", "a1", false),
+                ("content-type", "application/json", false),
+            ],
+            0,
+            429,
+        );
+        let Some(ChunkEventKind::Headers { fields, .. }) = parse_header_block(&payload) else {
+            panic!("not parsed");
+        };
+        assert_eq!(
+            fields,
+            [
+                HeaderField::new(":status", "429"),
+                HeaderField::new("audit-id", "a1"),
+                HeaderField::new("content-type", "application/json"),
+            ]
+        );
+        // A block that carries :status itself (field by field) keeps it, once.
+        let payload = block_with_status(
+            HEADER_MESSAGE_RESPONSE,
+            3,
+            &[(":status", "200", false)],
+            0,
+            200,
+        );
+        let Some(ChunkEventKind::Headers { fields, .. }) = parse_header_block(&payload) else {
+            panic!("not parsed");
+        };
+        assert_eq!(fields, [HeaderField::new(":status", "200")]);
     }
 
     #[test]

@@ -28,6 +28,15 @@ pub struct CaptureConfig {
     /// Size of the kernel-to-user ring buffer (a power of two, at least one page).
     #[arg(long, default_value_t = 32 << 20, value_parser = parse_ring_buffer_bytes)]
     pub ring_buffer_bytes: u32,
+    /// Unread ring-buffer bytes at which the kernel side wakes apiscope. Below it events are
+    /// written without a wakeup (each one is an interrupt raised inside the traced thread) and
+    /// apiscope picks them up every --ring-drain-interval.
+    #[arg(long, default_value_t = 256 << 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ring_wakeup_bytes: u64,
+    /// How often apiscope drains the ring buffer without being woken: the most a quiet
+    /// request's events wait before decoding.
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    pub ring_drain_interval: Duration,
     /// Connections tracked at once before the oldest is forgotten (and counted).
     #[arg(long, default_value_t = 65536)]
     pub max_connections: usize,

@@ -1,8 +1,17 @@
 //! The capture stage's own health: what arrived, what was lost and why, what is attached.
 
+use apiscope_common::{PROBE_SLOTS, Probe};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    /// The eBPF program (`Probe::program`).
+    pub probe: &'static str,
+}
 
 #[derive(Default, Debug)]
 pub struct CaptureMetrics {
@@ -17,7 +26,7 @@ pub struct CaptureMetrics {
     /// Kernel-side losses, mirrored from the COUNTERS map.
     pub ringbuf_full_drops: Counter,
     pub payload_read_failures: Counter,
-    pub reads_without_entry: Counter,
+    pub read_arguments_unreadable: Counter,
     /// Chunks dropped because the next stage's queue was full.
     pub queue_full_drops: Counter,
     pub attached_processes: Gauge,
@@ -33,6 +42,9 @@ pub struct CaptureMetrics {
     pub header_blocks_failed: Counter,
     /// Processes attached without the header hooks (symbols or offsets missing).
     pub header_hooks_unavailable: Counter,
+    /// Uprobe hits per probe, mirrored from the PROBE_HITS map: each is a trap inside the
+    /// traced process, apiscope's cost to it.
+    pub probe_hits: Family<ProbeLabels, Counter>,
 }
 
 impl CaptureMetrics {
@@ -69,9 +81,9 @@ impl CaptureMetrics {
             self.payload_read_failures.clone(),
         );
         r.register(
-            "reads_without_entry",
-            "Read returns seen without their entry (calls in flight at attach time)",
-            self.reads_without_entry.clone(),
+            "read_arguments_unreadable",
+            "Read returns whose spilled arguments could not be read from the goroutine stack",
+            self.read_arguments_unreadable.clone(),
         );
         r.register(
             "queue_full_drops",
@@ -123,6 +135,11 @@ impl CaptureMetrics {
             "Processes attached without the HTTP/2 header hooks (TLS capture only)",
             self.header_hooks_unavailable.clone(),
         );
+        r.register(
+            "probe_hits",
+            "Uprobe hits by probe: each is a trap into the kernel inside a thread of the traced process",
+            self.probe_hits.clone(),
+        );
     }
 
     /// Brings the kernel-side counters (monotonic sums) into the registry's counters.
@@ -130,19 +147,37 @@ impl CaptureMetrics {
         &self,
         ringbuf_full: u64,
         payload_read_failed: u64,
-        read_without_entry: u64,
+        read_arguments_unreadable: u64,
         header_blocks_failed: u64,
     ) {
-        let raise = |counter: &Counter, total: u64| {
-            let current = counter.get();
-            if total > current {
-                counter.inc_by(total - current);
-            }
-        };
         raise(&self.ringbuf_full_drops, ringbuf_full);
         raise(&self.payload_read_failures, payload_read_failed);
-        raise(&self.reads_without_entry, read_without_entry);
+        raise(&self.read_arguments_unreadable, read_arguments_unreadable);
         raise(&self.header_blocks_failed, header_blocks_failed);
+    }
+
+    /// Brings the kernel's per-probe hit sums (in `Probe::ALL` order) into `probe_hits`.
+    pub fn sync_probe_hits(&self, hits: &[u64; PROBE_SLOTS as usize]) {
+        for (probe, total) in Probe::ALL.iter().zip(hits) {
+            let labels = ProbeLabels {
+                probe: probe.program(),
+            };
+            raise(&self.probe_hits.get_or_create(&labels), *total);
+        }
+    }
+
+    /// Total uprobe hits so far (all probes).
+    pub fn total_probe_hits(&self) -> u64 {
+        Probe::ALL
+            .iter()
+            .map(|probe| {
+                self.probe_hits
+                    .get_or_create(&ProbeLabels {
+                        probe: probe.program(),
+                    })
+                    .get()
+            })
+            .sum()
     }
 
     /// One line for logs and for the end of a capture.
@@ -154,7 +189,8 @@ impl CaptureMetrics {
             "malformed_events": self.malformed_events.get(),
             "ringbuf_full_drops": self.ringbuf_full_drops.get(),
             "payload_read_failures": self.payload_read_failures.get(),
-            "reads_without_entry": self.reads_without_entry.get(),
+            "read_arguments_unreadable": self.read_arguments_unreadable.get(),
+            "probe_hits": self.total_probe_hits(),
             "queue_full_drops": self.queue_full_drops.get(),
             "attached_processes": self.attached_processes.get(),
             "attach_failures": self.attach_failures.get(),
@@ -165,5 +201,13 @@ impl CaptureMetrics {
             "header_blocks_failed": self.header_blocks_failed.get(),
             "header_hooks_unavailable": self.header_hooks_unavailable.get(),
         })
+    }
+}
+
+/// Raises a counter to a monotonic total kept elsewhere (a kernel map).
+fn raise(counter: &Counter, total: u64) {
+    let current = counter.get();
+    if total > current {
+        counter.inc_by(total - current);
     }
 }

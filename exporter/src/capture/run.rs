@@ -35,6 +35,9 @@ pub async fn run_capture(
     let mut rescan = tokio::time::interval(config.rescan_interval);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut waiting_logged = false;
+    // Most events are written without waking us (see --ring-wakeup-bytes): drain on a timer.
+    let mut drain_tick = tokio::time::interval(config.ring_drain_interval);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
 
     loop {
@@ -62,7 +65,7 @@ pub async fn run_capture(
                                     pid = target.pid,
                                     x_net = hooks.xnet_version.as_deref().unwrap_or("unknown (vendored)"),
                                     offsets = ?hooks.offsets_source,
-                                    write_res_headers_returns = hooks.write_res_headers_returns.len(),
+                                    responses = if hooks.response_from_header_map { "header map (1 hit)" } else { "field by field" },
                                     "HTTP/2 header hooks attached"
                                 ),
                                 (Err(why), _) | (_, Err(why)) => warn!(
@@ -82,6 +85,9 @@ pub async fn run_capture(
                 }
                 waiting_logged = tracer.attached_targets().is_empty();
                 sync_kernel_counters(&tracer, &metrics);
+            }
+            _ = drain_tick.tick() => {
+                drain(ring.get_mut(), &mut connections, &metrics, &chunks);
             }
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
@@ -138,10 +144,14 @@ fn sync_kernel_counters(tracer: &Tracer, metrics: &CaptureMetrics) {
         Ok(c) => metrics.sync_kernel_counters(
             c[KernelCounter::RingbufFull as usize],
             c[KernelCounter::PayloadReadFailed as usize],
-            c[KernelCounter::ReadWithoutEntry as usize],
+            c[KernelCounter::ReadArgumentsUnreadable as usize],
             c[KernelCounter::HeaderBlocksFailed as usize],
         ),
         Err(e) => warn!(error = %e, "cannot read kernel counters"),
+    }
+    match tracer.probe_hits() {
+        Ok(hits) => metrics.sync_probe_hits(&hits),
+        Err(e) => warn!(error = %e, "cannot read probe hit counters"),
     }
 }
 

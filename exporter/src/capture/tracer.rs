@@ -9,12 +9,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 use apiscope_common::{
     ChunkHeader, ChunkKind, GoOffsets, KERNEL_COUNTER_SLOTS, KernelCounter, MAX_CHUNK_DATA,
-    MAX_SEGMENTS_PER_CALL,
+    MAX_SEGMENTS_PER_CALL, PROBE_SLOTS, Probe,
 };
 use aya::Ebpf;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
+use iced_x86::Register;
 
 use super::chunk::TlsChunk;
 use super::config::CaptureConfig;
@@ -22,7 +23,8 @@ use super::discovery::TargetProcess;
 use super::gobinary::{GoBinary, Http2Offsets, Http2OffsetsSource, http2_offsets, struct_offsets};
 use super::metrics::CaptureMetrics;
 
-/// Go functions and the program attached to each; Read also gets `tls_read_return` at every RET.
+/// Go functions and the program attached to each; Read gets `tls_read_return` at every RET
+/// (and nothing at its entry: see `read_spills_its_arguments`).
 const TLS_WRITE: &str = "crypto/tls.(*Conn).Write";
 const TLS_READ: &str = "crypto/tls.(*Conn).Read";
 const TLS_CLOSE: &str = "crypto/tls.(*Conn).Close";
@@ -46,6 +48,10 @@ pub struct HeaderHookPoints {
     pub write_res_headers: u64,
     pub write_res_headers_returns: Vec<u64>,
     pub write_field: u64,
+    /// Responses are read in one hit from `writeResHeaders`' header map (`http2_response_headers`)
+    /// when the binary's maps are swiss tables of a known layout (Go 1.24+, not built with
+    /// `GOEXPERIMENT=noswissmap`); otherwise field by field (`hpack_write_field`, 1 + n + 1 hits).
+    pub response_from_header_map: bool,
 }
 
 impl HeaderHookPoints {
@@ -77,23 +83,33 @@ impl HeaderHookPoints {
         let xnet_version = binary.dependency_version(XNET_MODULE).map(str::to_owned);
         let (offsets, offsets_source) =
             http2_offsets(xnet_version.as_deref()).map_err(|e| anyhow!(e))?;
+        let swiss_maps = binary
+            .go_version()
+            .and_then(|version| struct_offsets(version).ok())
+            .is_some_and(|go| go.go_map_header_group_size != 0);
+        let no_swiss_experiment = binary
+            .build_setting("GOEXPERIMENT")
+            .is_some_and(|experiments| experiments.split(',').any(|e| e == "noswissmap"));
         Ok(HeaderHookPoints {
+            response_from_header_map: swiss_maps && !no_swiss_experiment,
             offsets,
             offsets_source,
             xnet_version,
-            process_headers: process_headers.file_offset,
-            write_res_headers: write_res_headers.file_offset,
+            process_headers: binary.entry_probe_file_offset(&process_headers)?,
+            write_res_headers: binary.entry_probe_file_offset(&write_res_headers)?,
             write_res_headers_returns,
-            write_field: write_field.file_offset,
+            write_field: binary.entry_probe_file_offset(&write_field)?,
         })
     }
 
     fn attachments(&self) -> Vec<(&'static str, u64)> {
-        let mut all = vec![
-            ("http2_process_headers", self.process_headers),
-            ("http2_write_res_headers_entry", self.write_res_headers),
-            ("hpack_write_field", self.write_field),
-        ];
+        let mut all = vec![("http2_process_headers", self.process_headers)];
+        if self.response_from_header_map {
+            all.push(("http2_response_headers", self.write_res_headers));
+            return all;
+        }
+        all.push(("http2_write_res_headers_entry", self.write_res_headers));
+        all.push(("hpack_write_field", self.write_field));
         all.extend(
             self.write_res_headers_returns
                 .iter()
@@ -109,7 +125,6 @@ pub struct ProbePoints {
     pub go_version: String,
     pub offsets: GoOffsets,
     pub write_entry: u64,
-    pub read_entry: u64,
     pub read_returns: Vec<u64>,
     pub close_entry: u64,
     /// The HTTP/2 header hooks, or why this binary cannot have them (TLS capture goes on).
@@ -139,6 +154,7 @@ impl ProbePoints {
             })
         };
         let read = function(TLS_READ)?;
+        read_spills_its_arguments(&binary, &read)?;
         let read_returns = binary.ret_file_offsets(&read)?;
         if read_returns.is_empty() {
             bail!("{TLS_READ}: no RET instruction found");
@@ -148,10 +164,9 @@ impl ProbePoints {
             go_version: version.to_string(),
             offsets,
             header_hooks,
-            write_entry: function(TLS_WRITE)?.file_offset,
-            read_entry: read.file_offset,
+            write_entry: binary.entry_probe_file_offset(&function(TLS_WRITE)?)?,
             read_returns,
-            close_entry: function(TLS_CLOSE)?.file_offset,
+            close_entry: binary.entry_probe_file_offset(&function(TLS_CLOSE)?)?,
         })
     }
 
@@ -159,7 +174,6 @@ impl ProbePoints {
     fn attachments(&self) -> Vec<(&'static str, u64)> {
         let mut all = vec![
             ("tls_write_entry", self.write_entry),
-            ("tls_read_entry", self.read_entry),
             ("tls_close_entry", self.close_entry),
         ];
         all.extend(
@@ -169,6 +183,26 @@ impl ProbePoints {
         );
         all
     }
+}
+
+/// `tls_read_return` reads Read's receiver and buffer from their ABI spill slots, so Read's
+/// prologue must store RAX, RBX and RCX there before its first call or branch: then every RET
+/// finds them. Checked in the code of each binary (every Go release from 1.17 does it, since
+/// Read keeps them live across its Handshake call); a binary that does not is refused
+/// rather than read wrongly.
+fn read_spills_its_arguments(binary: &GoBinary, read: &super::gobinary::GoFunction) -> Result<()> {
+    let prologue = binary.prologue(read)?;
+    let spilled = [(0, Register::RAX), (8, Register::RBX), (16, Register::RCX)]
+        .iter()
+        .all(|&(slot, register)| prologue.spills(slot, register));
+    if !spilled {
+        bail!(
+            "{TLS_READ}: its prologue does not store the receiver and buffer to their ABI \
+             spill slots before its first call (found {:?}); this build cannot be probed",
+            prologue.spilled
+        );
+    }
+    Ok(())
 }
 
 struct AttachedProcess {
@@ -192,27 +226,17 @@ pub struct Tracer {
     metrics: Arc<CaptureMetrics>,
 }
 
-const PROGRAMS: [&str; 8] = [
-    "tls_write_entry",
-    "tls_read_entry",
-    "tls_read_return",
-    "tls_close_entry",
-    "http2_process_headers",
-    "http2_write_res_headers_entry",
-    "hpack_write_field",
-    "http2_write_res_headers_return",
-];
-
 impl Tracer {
     pub fn load(config: &CaptureConfig, metrics: Arc<CaptureMetrics>) -> Result<Self> {
         let object = super::ebpf_object::load(config.ebpf_object.as_deref())?;
         let limit = config.capture_bytes_per_call();
         let mut ebpf = aya::EbpfLoader::new()
             .override_global("CAPTURE_BYTES_PER_CALL", &limit, true)
+            .override_global("RING_WAKEUP_BYTES", &config.ring_wakeup_bytes, true)
             .map_max_entries("EVENTS", config.ring_buffer_bytes)
             .load(&object)
             .context("loading the eBPF object (needs root or CAP_BPF + CAP_PERFMON)")?;
-        for name in PROGRAMS {
+        for name in Probe::ALL.map(Probe::program) {
             let program: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("eBPF object has no program {name}"))?
@@ -376,14 +400,20 @@ impl Tracer {
 
     /// Sums the kernel side's per-CPU counters.
     pub fn kernel_counters(&self) -> Result<[u64; KERNEL_COUNTER_SLOTS as usize]> {
-        let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(
-            self.ebpf
-                .map("COUNTERS")
-                .ok_or_else(|| anyhow!("no COUNTERS map"))?,
-        )?;
-        let mut sums = [0u64; KERNEL_COUNTER_SLOTS as usize];
+        self.per_cpu_sums("COUNTERS")
+    }
+
+    /// Hits per probe since load, summed over CPUs, in `Probe::ALL` order.
+    pub fn probe_hits(&self) -> Result<[u64; PROBE_SLOTS as usize]> {
+        self.per_cpu_sums("PROBE_HITS")
+    }
+
+    fn per_cpu_sums<const SLOTS: usize>(&self, map: &str) -> Result<[u64; SLOTS]> {
+        let array: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map(map).ok_or_else(|| anyhow!("no {map} map"))?)?;
+        let mut sums = [0u64; SLOTS];
         for (slot, sum) in sums.iter_mut().enumerate() {
-            *sum = counters.get(&(slot as u32), 0)?.iter().sum();
+            *sum = array.get(&(slot as u32), 0)?.iter().sum();
         }
         Ok(sums)
     }

@@ -93,6 +93,14 @@ impl BuildInfo {
         }
         found
     }
+
+    /// A build setting (`build\tKEY=VALUE` line, e.g. `GOEXPERIMENT`, `-buildmode`).
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.modinfo.lines().find_map(|line| {
+            let (name, value) = line.strip_prefix("build\t")?.split_once('=')?;
+            (name == key).then_some(value)
+        })
+    }
 }
 
 /// Finds and decodes the build info; `None` if the binary has none (Go < 1.13) or it is damaged.
@@ -252,6 +260,21 @@ mod tests {
         );
         assert_eq!(info.dependency_version("k8s.io/api"), Some("v0.0.0"));
         assert_eq!(info.dependency_version("golang.org/x/sys"), None);
+    }
+
+    #[test]
+    fn build_settings() {
+        let info = BuildInfo {
+            version: "go1.24.13".into(),
+            modinfo: "path\tapiscope.test/x\n\
+                      build\t-buildmode=pie\n\
+                      build\tGOEXPERIMENT=noswissmap\n\
+                      build\tCGO_ENABLED=0\n"
+                .into(),
+        };
+        assert_eq!(info.setting("GOEXPERIMENT"), Some("noswissmap"));
+        assert_eq!(info.setting("-buildmode"), Some("pie"));
+        assert_eq!(info.setting("GOARCH"), None);
     }
 
     #[test]

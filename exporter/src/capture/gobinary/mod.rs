@@ -5,7 +5,9 @@
 //! - `.gopclntab` ([`pclntab`]): every function's name and entry address;
 //! - `.go.buildinfo` ([`buildinfo`]): the Go version, which keys the struct offsets table
 //!   ([`struct_offsets`]);
-//! - the code itself: RET instructions by disassembly ([`GoBinary::ret_file_offsets`]).
+//! - the code itself, by disassembly: RET instructions ([`GoBinary::ret_file_offsets`]) and
+//!   what a prologue does ([`GoBinary::prologue`]: where the stack check ends, which
+//!   arguments are spilled where).
 //!
 //! Uprobes attach to file offsets, so addresses are turned into offsets through the `PT_LOAD`
 //! program headers. Everything read from the file is bounds-checked: a malformed binary is an
@@ -15,6 +17,7 @@ mod buildinfo;
 mod elf;
 mod offsets;
 mod pclntab;
+mod prologue;
 mod rets;
 #[cfg(test)]
 mod tests;
@@ -27,6 +30,7 @@ pub use offsets::{
     compare_module_versions, http2_offsets, struct_offsets,
 };
 pub use pclntab::PclntabFormat;
+pub use prologue::Prologue;
 
 use buildinfo::BuildInfo;
 use elf::ElfImage;
@@ -151,6 +155,11 @@ impl GoBinary {
         self.build_info.as_ref()?.dependency_version(module_path)
     }
 
+    /// A build setting from the build info (`GOEXPERIMENT`, `-buildmode`, `CGO_ENABLED`...).
+    pub fn build_setting(&self, key: &str) -> Option<&str> {
+        self.build_info.as_ref()?.setting(key)
+    }
+
     pub fn pclntab_format(&self) -> PclntabFormat {
         self.pclntab_format
     }
@@ -194,9 +203,30 @@ impl GoBinary {
     /// File offsets of every RET instruction in `[function.address, function.end)`: where the
     /// "return" probes of a function go (never uretprobes on Go code).
     pub fn ret_file_offsets(&self, function: &GoFunction) -> Result<Vec<u64>> {
+        let (code, entry_offset) = self.code(function)?;
+        Ok(rets::ret_offsets(code, function.address)?
+            .into_iter()
+            .map(|offset| entry_offset + offset)
+            .collect())
+    }
+
+    /// What the function's prologue does before its body (see [`Prologue`]).
+    pub fn prologue(&self, function: &GoFunction) -> Result<Prologue> {
+        let (code, _) = self.code(function)?;
+        prologue::prologue(code, function.address)
+    }
+
+    /// File offset where an entry probe fires once per call: after the stack-bound check
+    /// (see [`Prologue::after_stack_check`]).
+    pub fn entry_probe_file_offset(&self, function: &GoFunction) -> Result<u64> {
+        Ok(function.file_offset + self.prologue(function)?.after_stack_check)
+    }
+
+    /// The function's x86-64 code and the file offset of its entry.
+    fn code(&self, function: &GoFunction) -> Result<(&[u8], u64)> {
         if self.elf.machine != object::elf::EM_X86_64 {
             return Err(GoBinaryError::Unsupported(format!(
-                "RET search needs x86-64 code, ELF machine is {}",
+                "code analysis needs x86-64 code, ELF machine is {}",
                 self.elf.machine
             )));
         }
@@ -220,10 +250,7 @@ impl GoBinary {
             .elf
             .file_offset(function.address)
             .ok_or_else(not_mapped)?;
-        Ok(rets::ret_offsets(code, function.address)?
-            .into_iter()
-            .map(|offset| entry_offset + offset)
-            .collect())
+        Ok((code, entry_offset))
     }
 
     fn name_bytes(&self, record: &FunctionRecord) -> &[u8] {

@@ -26,8 +26,8 @@ use super::{GoBinaryError, GoVersion};
 /// first whose version a stripped binary reveals).
 pub const VERIFIED_GO_MINOR_VERSIONS: RangeInclusive<u32> = 13..=26;
 
-/// Go 1.13 to 1.26 on 64-bit Linux.
-const GO_1_13_TO_1_26: GoOffsets = GoOffsets {
+/// Go 1.13 to 1.23 on 64-bit Linux.
+const GO_1_13_TO_1_23: GoOffsets = GoOffsets {
     // type Conn struct { conn net.Conn; isClient bool; ... }
     tls_conn_conn: 0,
     tls_conn_is_client: 16,
@@ -44,6 +44,23 @@ const GO_1_13_TO_1_26: GoOffsets = GoOffsets {
     // The HTTP/2 header hooks' offsets are library offsets, keyed by the x/net version
     // ([`http2_offsets`]); filled in only when those hooks attach.
     ..NO_HTTP2
+};
+
+/// Go 1.24 to 1.26: the same, plus the swiss-table map layout the one-hit response hook walks
+/// (`maps.Map`, `maps.table`, `maps.groupsReference`, `noalg.map.group[string][]string`),
+/// checked against the DWARF of go1.26.8 by the tests and of go1.24.13 and go1.25.9 (from the
+/// module proxy) with `APISCOPE_EXTRA_GO_TOOLCHAINS`.
+const GO_1_24_TO_1_26: GoOffsets = GoOffsets {
+    // type Map struct { used uint64; seed uintptr; dirPtr unsafe.Pointer; dirLen int; ... }
+    go_map_dir_ptr: 16,
+    go_map_dir_len: 24,
+    // type table struct { used, capacity, growthLeft uint16; localDepth uint8; index int;
+    // groups groupsReference{ data unsafe.Pointer; lengthMask uint64 } }
+    go_map_table_groups: 16,
+    // group { ctrl uint64; slots [8]struct{ key string; elem []string } }
+    go_map_header_group_size: 328,
+    go_map_header_group_slots: 8,
+    ..GO_1_13_TO_1_23
 };
 
 /// The header hooks switched off (`http2_enabled` 0).
@@ -67,10 +84,20 @@ const NO_HTTP2: GoOffsets = GoOffsets {
     hpack_header_field_name: 0,
     hpack_header_field_value: 0,
     hpack_header_field_sensitive: 0,
+    http2_write_res_headers_header: 0,
+    http2_write_res_headers_date: 0,
+    http2_write_res_headers_content_type: 0,
+    http2_write_res_headers_content_length: 0,
+    go_map_dir_ptr: 0,
+    go_map_dir_len: 0,
+    go_map_table_groups: 0,
+    go_map_header_group_size: 0,
+    go_map_header_group_slots: 0,
 };
 
 /// (Go 1.x minor versions, offsets). Add a row when a release moves a field.
-const TABLE: &[(RangeInclusive<u32>, GoOffsets)] = &[(13..=26, GO_1_13_TO_1_26)];
+const TABLE: &[(RangeInclusive<u32>, GoOffsets)] =
+    &[(13..=23, GO_1_13_TO_1_23), (24..=26, GO_1_24_TO_1_26)];
 
 /// The offsets for binaries built by this Go release; an error outside the verified releases.
 pub fn struct_offsets(version: &GoVersion) -> Result<GoOffsets, GoBinaryError> {
@@ -104,7 +131,20 @@ mod tests {
         assert!(struct_offsets(&version("go2.19.1")).is_err());
         assert_eq!(
             struct_offsets(&version("go1.19.8")).unwrap(),
-            GO_1_13_TO_1_26
+            GO_1_13_TO_1_23
+        );
+        // Swiss-table maps from go1.24: only those rows let the response hook read a map.
+        assert_eq!(
+            struct_offsets(&version("go1.23.12"))
+                .unwrap()
+                .go_map_header_group_size,
+            0
+        );
+        assert_eq!(
+            struct_offsets(&version("go1.24.0"))
+                .unwrap()
+                .go_map_header_group_size,
+            328
         );
     }
 }
@@ -132,6 +172,10 @@ pub struct Http2Offsets {
     pub header_field_name: u64,
     pub header_field_value: u64,
     pub header_field_sensitive: u64,
+    pub write_res_headers_header: u64,
+    pub write_res_headers_date: u64,
+    pub write_res_headers_content_type: u64,
+    pub write_res_headers_content_length: u64,
 }
 
 impl Http2Offsets {
@@ -148,6 +192,10 @@ impl Http2Offsets {
         offsets.hpack_header_field_name = self.header_field_name;
         offsets.hpack_header_field_value = self.header_field_value;
         offsets.hpack_header_field_sensitive = self.header_field_sensitive;
+        offsets.http2_write_res_headers_header = self.write_res_headers_header;
+        offsets.http2_write_res_headers_date = self.write_res_headers_date;
+        offsets.http2_write_res_headers_content_type = self.write_res_headers_content_type;
+        offsets.http2_write_res_headers_content_length = self.write_res_headers_content_length;
     }
 }
 
@@ -164,9 +212,14 @@ const XNET_2020_TO_2025: Http2Offsets = Http2Offsets {
     // HeadersFrame { FrameHeader; ... }; FrameHeader { valid bool; Type, Flags uint8;
     // Length, StreamID uint32 }
     headers_frame_stream_id: 8,
-    // type writeResHeaders struct { streamID uint32; httpResCode int; ... }
+    // type writeResHeaders struct { streamID uint32; httpResCode int; h http.Header;
+    // trailers []string; endStream bool; date, contentType, contentLength string }
     write_res_headers_stream_id: 0,
     write_res_headers_status: 8,
+    write_res_headers_header: 16,
+    write_res_headers_date: 56,
+    write_res_headers_content_type: 72,
+    write_res_headers_content_length: 88,
     // type HeaderField struct { Name, Value string; Sensitive bool }
     header_field_size: 40,
     header_field_name: 0,

@@ -25,6 +25,11 @@ pub const STRUCTS: &[&str] = &[
     "internal/poll.FD",
     "net.TCPAddr",
     "runtime.moduledata",
+    // Go 1.24+ swiss-table maps, as the one-hit response hook walks an `http.Header`.
+    "internal/runtime/maps.Map",
+    "internal/runtime/maps.table",
+    "internal/runtime/maps.groupsReference",
+    "noalg.map.group[string][]string",
 ];
 
 /// The HTTP/2 hooks' struct types, by their name after the x/net package path's prefix
@@ -80,6 +85,10 @@ impl StructLayouts {
             header_field_name: m(field, "Name")?,
             header_field_value: m(field, "Value")?,
             header_field_sensitive: m(field, "Sensitive")?,
+            write_res_headers_header: m("http2.writeResHeaders", "h")?,
+            write_res_headers_date: m("http2.writeResHeaders", "date")?,
+            write_res_headers_content_type: m("http2.writeResHeaders", "contentType")?,
+            write_res_headers_content_length: m("http2.writeResHeaders", "contentLength")?,
         })
     }
 
@@ -107,6 +116,27 @@ impl StructLayouts {
             netfd_raddr: m("net.netFD", "raddr")?,
             tcpaddr_ip: m("net.TCPAddr", "IP")?,
             tcpaddr_port: m("net.TCPAddr", "Port")?,
+            ..self.go_map_offsets()?
+        })
+    }
+
+    /// Swiss-table map offsets (Go 1.24+), all 0 for a binary whose runtime has none.
+    fn go_map_offsets(&self) -> Result<GoOffsets, String> {
+        if self.member("internal/runtime/maps.Map", "dirPtr").is_err() {
+            return Ok(GoOffsets::default());
+        }
+        let m = |s: &str, f: &str| self.member(s, f);
+        let groups = "internal/runtime/maps.groupsReference";
+        if m(groups, "lengthMask")? != m(groups, "data")? + 8 {
+            return Err("groupsReference.lengthMask does not follow data".into());
+        }
+        let group = "noalg.map.group[string][]string";
+        Ok(GoOffsets {
+            go_map_dir_ptr: m("internal/runtime/maps.Map", "dirPtr")?,
+            go_map_dir_len: m("internal/runtime/maps.Map", "dirLen")?,
+            go_map_table_groups: m("internal/runtime/maps.table", "groups")? + m(groups, "data")?,
+            go_map_header_group_size: self.byte_size(group)?,
+            go_map_header_group_slots: m(group, "slots")?,
             ..GoOffsets::default()
         })
     }

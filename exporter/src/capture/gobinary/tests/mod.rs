@@ -197,6 +197,30 @@ fn check_fixture(fixture: &Fixture) {
         assert_eq!(binary.functions_with_suffix(name), [function]);
     }
 
+    // What the probes rely on in the prologues: Read stores its receiver and buffer to their
+    // ABI spill slots before its first call (the RET-only Read probe reads them there), and the
+    // entry probes skip the stack-bound check (else a stack-growing call fires them twice).
+    let read = binary.function("crypto/tls.(*Conn).Read").unwrap();
+    let prologue = binary.prologue(&read).unwrap();
+    for (slot, register) in [
+        (0, iced_x86::Register::RAX),
+        (8, iced_x86::Register::RBX),
+        (16, iced_x86::Register::RCX),
+    ] {
+        assert!(
+            prologue.spills(slot, register),
+            "{label}: Read does not spill {register:?} to slot {slot}: {prologue:?}"
+        );
+    }
+    for name in TLS_FUNCTIONS {
+        let function = binary.function(name).unwrap();
+        let after = binary.prologue(&function).unwrap().after_stack_check;
+        assert!(
+            (6..=20).contains(&after),
+            "{label}: {name}: stack-bound check ends at +{after}"
+        );
+    }
+
     // Library code under vendored paths: the standard library's own copy of hpack.
     let write_fields: Vec<String> = binary
         .functions_with_suffix(HPACK_WRITE_FIELD)
@@ -576,6 +600,64 @@ fn functions_outside_the_binary_are_rejected() {
     }
 }
 
+/// The modern apiservers of the end-to-end matrix (`make setup` builds them): stripped
+/// module-mode builds, one of them PIE. Everything the probes need is found in each: Read
+/// spills its arguments, the entry probes skip the stack check, and the response hook reads the
+/// header map (Go 1.24+). Missing builds skip, or fail under `APISCOPE_REQUIRE_TOOLS`.
+#[test]
+fn modern_kube_apiservers_have_every_probe_point() {
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
+    let cache = std::env::var_os("APISCOPE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".cache/apiscope"));
+    // Both are built with the machine's Go (GOTOOLCHAIN=local), as scripts/build-kubernetes-modern.sh does.
+    for (build, go_minor, pie) in [("1.37.2", 26, false), ("1.34.4-pie", 26, true)] {
+        let path = cache.join(format!("kubernetes-{build}/bin/kube-apiserver"));
+        if !path.exists() {
+            assert!(
+                !fixtures::tools_required(),
+                "{} missing (make setup builds it)",
+                path.display()
+            );
+            eprintln!("SKIP kube-apiserver {build}: {} missing", path.display());
+            continue;
+        }
+        let binary = open(&path);
+        assert_eq!(binary.go_version().unwrap().minor, go_minor, "{build}");
+        let mode = if pie { "pie" } else { "exe" };
+        assert_eq!(binary.build_setting("-buildmode"), Some(mode), "{build}");
+        let points = crate::capture::tracer::ProbePoints::find(&path)
+            .unwrap_or_else(|e| panic!("kube-apiserver {build}: {e:#}"));
+        let hooks = points
+            .header_hooks
+            .as_ref()
+            .unwrap_or_else(|e| panic!("kube-apiserver {build}: no header hooks: {e}"));
+        assert!(hooks.response_from_header_map, "{build}");
+        let write = binary.function("crypto/tls.(*Conn).Write").unwrap();
+        assert!(
+            points.write_entry > write.file_offset,
+            "{build}: Write probe at the entry"
+        );
+        eprintln!(
+            "kube-apiserver {build}: go{go_minor}, x/net {:?}, {} Read RETs, probes after the \
+             stack check at Write+{}, processHeaders+{}, writeFrame+{}",
+            hooks.xnet_version,
+            points.read_returns.len(),
+            points.write_entry - write.file_offset,
+            hooks.process_headers
+                - binary
+                    .functions_with_suffix("golang.org/x/net/http2.(*serverConn).processHeaders")
+                    [0]
+                .file_offset,
+            hooks.write_res_headers
+                - binary
+                    .functions_with_suffix("golang.org/x/net/http2.(*writeResHeaders).writeFrame")
+                    [0]
+                .file_offset,
+        );
+    }
+}
+
 fn kube_apiserver_dir() -> PathBuf {
     let home = std::env::var_os("HOME").unwrap_or_default();
     PathBuf::from(home).join(".cache/apiscope/kubernetes-1.20.2/bin")
@@ -703,16 +785,20 @@ fn kube_apiserver() {
                 "k8s.io/kubernetes/vendor/golang.org/x/net/http2.(*writeResHeaders).writeFrame",
             )
             .unwrap();
-        assert_eq!(hooks.write_res_headers, write_frame.file_offset);
+        let entry = |f: &GoFunction| binary.entry_probe_file_offset(f).unwrap();
+        assert_eq!(hooks.write_res_headers, entry(&write_frame));
         assert_eq!(
             hooks.write_field,
-            binary
-                .function(
-                    "k8s.io/kubernetes/vendor/golang.org/x/net/http2/hpack.(*Encoder).WriteField"
-                )
-                .unwrap()
-                .file_offset
+            entry(
+                &binary
+                    .function(
+                        "k8s.io/kubernetes/vendor/golang.org/x/net/http2/hpack.(*Encoder).WriteField"
+                    )
+                    .unwrap()
+            )
         );
+        // Go 1.19: no swiss-table maps, so responses come field by field.
+        assert!(!hooks.response_from_header_map);
         eprintln!("kube-apiserver: HTTP/2 offsets match DWARF: {from_dwarf:?}");
     } else {
         eprintln!(
@@ -788,21 +874,30 @@ fn check_http2_fixture(fixture: &fixtures::Http2Fixture) {
             .function(name)
             .unwrap_or_else(|| panic!("{label}: {name} missing"))
     };
+    // Entry probes sit after the stack-bound check (they fire once per call).
+    let entry = |name: &str| binary.entry_probe_file_offset(&exact(name)).unwrap();
     assert_eq!(
         hooks.process_headers,
-        exact("golang.org/x/net/http2.(*serverConn).processHeaders").file_offset
+        entry("golang.org/x/net/http2.(*serverConn).processHeaders")
     );
     let write_frame = exact("golang.org/x/net/http2.(*writeResHeaders).writeFrame");
-    assert_eq!(hooks.write_res_headers, write_frame.file_offset);
+    assert_eq!(
+        hooks.write_res_headers,
+        entry("golang.org/x/net/http2.(*writeResHeaders).writeFrame")
+    );
+    assert!(hooks.write_res_headers > write_frame.file_offset, "{label}");
     // The module's encoder, not the standard library's vendored copy the bundled server uses.
     assert_eq!(
         hooks.write_field,
-        exact("golang.org/x/net/http2/hpack.(*Encoder).WriteField").file_offset
+        entry("golang.org/x/net/http2/hpack.(*Encoder).WriteField")
     );
     assert_ne!(
         hooks.write_field,
-        exact("vendor/golang.org/x/net/http2/hpack.(*Encoder).WriteField").file_offset
+        entry("vendor/golang.org/x/net/http2/hpack.(*Encoder).WriteField")
     );
+    // Swiss-table maps from go1.24: one hit per response block, read from the header map.
+    let minor = binary.go_version().unwrap().minor;
+    assert_eq!(hooks.response_from_header_map, minor >= 24, "{label}");
     // RETs of writeFrame against objdump of the unstripped twin (same layout).
     let reference = objdump_rets(
         &fixture.go,
