@@ -86,7 +86,8 @@ test-collector:
 test: setup lint validate-configs test-pure fuzz-smoke test-e2e
 
 # Re-records the golden decode fixtures from a real cluster (checked against its audit log first),
-# then rewrites their expected ApiRequests. Review the diff before committing.
+# then rewrites their expected ApiRequests. Review the diff before committing. Records the newest
+# Kubernetes version (cluster-v1.37.2.pcapng.gz); APISCOPE_K8S_VERSIONS=... records others.
 fixtures: setup build
 	APISCOPE_REQUIRE_TOOLS=1 APISCOPE_EBPF_OBJECT=$(CURDIR)/$(EBPF_OBJECT) \
 	  cargo test --release -p apiscope-e2e --test golden_record -- --ignored --nocapture

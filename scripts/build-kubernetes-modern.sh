@@ -78,10 +78,15 @@ mode=(); [ $pie = 1 ] && mode=(-buildmode=pie)
 build() { # binary, package
   [ -x "$bin/$1" ] && return 0
   log "building $1 v$version$suffix (cold: ~10-16 min on 2 cores; log $root/build-$1.log)"
-  local start=$SECONDS
+  local start=$SECONDS rc=0
+  # go build is silent for minutes: a heartbeat shows CI (and people) that it is alive.
+  (while sleep "${APISCOPE_HEARTBEAT_SECONDS:-60}"; do log "still building $1 v$version$suffix"; done) &
+  local heartbeat=$!
   (cd "$wrapper" && go build "${mode[@]}" -trimpath -tags=selinux,notest,grpcnotrace \
-      -ldflags "-s -w $stamp" -o "$bin/$1.tmp" "$2") >"$root/build-$1.log" 2>&1 \
-    || { tail -40 "$root/build-$1.log" >&2; exit 1; }
+      -ldflags "-s -w $stamp" -o "$bin/$1.tmp" "$2") >"$root/build-$1.log" 2>&1 || rc=$?
+  kill "$heartbeat" 2>/dev/null || true
+  wait "$heartbeat" 2>/dev/null || true
+  [ $rc = 0 ] || { tail -40 "$root/build-$1.log" >&2; exit 1; }
   mv "$bin/$1.tmp" "$bin/$1"
   log "built $1 in $((SECONDS - start)) s"
 }

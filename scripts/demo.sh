@@ -31,7 +31,7 @@ for _ in $(seq 1 60); do grep -q '"attached"\|attached' "$dir/apiscope.log" 2>/d
 cat <<MSG
 
   apiscope demo is running
-    kube-apiserver : $APISCOPE_APISERVER_URL (pid $APISCOPE_APISERVER_PID), kubeconfig $KUBECONFIG
+    kube-apiserver : $APISCOPE_KUBERNETES_VERSION at $APISCOPE_APISERVER_URL (pid $APISCOPE_APISERVER_PID), kubeconfig $KUBECONFIG
     metrics        : http://$metrics_address/metrics
     API requests   : $dir/requests.jsonl (one ApiRequest JSON object per line)
     recording      : $dir/capture.pcapng (apiscope replay --format table $dir/capture.pcapng;

@@ -154,7 +154,15 @@ impl ApiscopeCapture {
     /// Scrapes apiscope's own Prometheus endpoint.
     pub fn scrape_metrics(&mut self) -> Result<String> {
         let address = self.metrics_address()?;
-        let mut stream = std::net::TcpStream::connect(&address)?;
+        // Seen once as a bare "Connection refused": say where, and whether apiscope still runs.
+        let mut stream = std::net::TcpStream::connect(&address).with_context(|| {
+            let state = match self.child.try_wait() {
+                Ok(Some(status)) => format!("apiscope exited: {status}"),
+                Ok(None) => "apiscope is running".to_string(),
+                Err(error) => format!("apiscope state unknown: {error}"),
+            };
+            format!("scraping apiscope's metrics on {address} ({state})")
+        })?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         stream
             .write_all(b"GET /metrics HTTP/1.1\r\nHost: apiscope\r\nConnection: close\r\n\r\n")?;
