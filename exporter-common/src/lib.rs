@@ -202,6 +202,18 @@ pub struct SpilledReadArgs {
 }
 const _: () = assert!(core::mem::size_of::<SpilledReadArgs>() == 24);
 
+/// Go's `bytes.Reader` (`s []byte; i int64; prevRune int`) without `prevRune`: `tls.Conn.input`,
+/// the plaintext of the last TLS record read, `i` bytes of it consumed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GoBytesReader {
+    pub ptr: u64,
+    pub len: u64,
+    pub cap: u64,
+    pub consumed: i64,
+}
+const _: () = assert!(core::mem::size_of::<GoBytesReader>() == 32);
+
 /// Indexes of the per-CPU `PROBE_HITS` array: one slot per eBPF program, counted on every
 /// hit, so users see what apiscope costs the traced process (each hit is a trap into the
 /// kernel inside one of its threads).
@@ -216,8 +228,9 @@ pub enum Probe {
     HpackWriteField = 5,
     Http2WriteResHeadersReturn = 6,
     Http2ResponseHeaders = 7,
+    TlsReadRecord = 8,
 }
-pub const PROBE_SLOTS: u32 = 8;
+pub const PROBE_SLOTS: u32 = 9;
 
 impl Probe {
     pub const ALL: [Probe; PROBE_SLOTS as usize] = [
@@ -229,6 +242,7 @@ impl Probe {
         Probe::HpackWriteField,
         Probe::Http2WriteResHeadersReturn,
         Probe::Http2ResponseHeaders,
+        Probe::TlsReadRecord,
     ];
 
     /// The eBPF program's name, also the `probe` label of `apiscope_capture_probe_hits_total`.
@@ -242,6 +256,7 @@ impl Probe {
             Probe::HpackWriteField => "hpack_write_field",
             Probe::Http2WriteResHeadersReturn => "http2_write_res_headers_return",
             Probe::Http2ResponseHeaders => "http2_response_headers",
+            Probe::TlsReadRecord => "tls_read_record",
         }
     }
 }
@@ -315,8 +330,14 @@ pub struct GoOffsets {
     pub go_map_table_groups: u64,
     pub go_map_header_group_size: u64,
     pub go_map_header_group_slots: u64,
+    /// `tls.Conn.input` (a [`GoBytesReader`]), found in the binary's own `Read`; 0 when reads
+    /// are probed at Read's RETs instead of once per record.
+    pub tls_conn_input: u64,
+    /// The frame `crypto/tls.(*Conn).Read` sets up: inside its body the receiver's spill slot
+    /// is at `SP + tls_read_frame_size + 8`.
+    pub tls_read_frame_size: u64,
 }
-const _: () = assert!(core::mem::size_of::<GoOffsets>() == 152 + 9 * 8);
+const _: () = assert!(core::mem::size_of::<GoOffsets>() == 152 + 11 * 8);
 
 /// Indexes of the per-CPU `COUNTERS` array: what the kernel side could not deliver.
 #[repr(u32)]
@@ -326,7 +347,7 @@ pub enum KernelCounter {
     RingbufFull = 0,
     /// `bpf_probe_read_user` of a payload failed: an event was lost.
     PayloadReadFailed = 1,
-    /// A Read RET could not read the call's spilled arguments from the goroutine stack.
+    /// A Read probe could not read the call's spilled arguments from the goroutine stack.
     ReadArgumentsUnreadable = 2,
     /// Bytes of calls longer than `MAX_SEGMENTS_PER_CALL * MAX_CHUNK_DATA` not copied.
     TruncatedBytes = 3,
@@ -338,8 +359,10 @@ pub enum KernelCounter {
     HeaderFieldsDropped = 6,
     /// Header blocks lost: Go memory unreadable, or the ring buffer full.
     HeaderBlocksFailed = 7,
+    /// A record probe found `tls.Conn.input` unreadable or inconsistent: the record was lost.
+    ReadRecordUnreadable = 8,
 }
-pub const KERNEL_COUNTER_SLOTS: u32 = 8;
+pub const KERNEL_COUNTER_SLOTS: u32 = 9;
 
 #[cfg(feature = "user")]
 mod user {

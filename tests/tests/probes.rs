@@ -1,10 +1,15 @@
 //! Every probe of the eBPF object, attached to a small Go HTTPS server the test builds
 //! (`tests/go/probe-fixture`: golang.org/x/net/http2 as kube-apiserver serves, stripped as
-//! release binaries are, plain and PIE): a verifier rejection, a missing symbol or a prologue
-//! the probes cannot use fails here, named, without a Kubernetes build. Also checks, with
-//! exact counts from h2load, that requests on new connections decode from the wire and that
-//! requests on connections opened before apiscope attached get their headers from the header
-//! hooks; prints the uprobe hits per request by probe (measured, not asserted as a cost).
+//! release binaries are) with every Go release this machine can get: its own Go (plain and
+//! PIE, and once more with Read probed at its RETs), go1.27.3 from the module proxy (plain and
+//! PIE), Debian's go1.19 (no swiss-table maps: the field-by-field response hooks), and the
+//! machine's build with its build info claiming a Go release newer than the offsets table
+//! (TLS capture only, no header hooks, logged and counted). A verifier rejection, a missing
+//! symbol or a prologue the probes cannot use fails here, named, without a Kubernetes build.
+//! Also checks, with exact counts from h2load, that requests on new connections decode from
+//! the wire and that requests on connections opened before apiscope attached get their headers
+//! from the header hooks; prints the uprobe hits per request by probe (measured, not asserted
+//! as a cost).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,20 +25,111 @@ use apiscope_e2e::cluster::process::{ManagedProcess, Spawner, free_loopback_port
 const NEW_CONNECTION_REQUESTS: u64 = 120;
 const PRE_ATTACH_SECONDS: u64 = 8;
 
+/// The Go release the module proxy serves here beyond the machine's own (see the README).
+const PROXY_GO: &str = "go1.27.3";
+/// Debian's packaged Go 1.19.
+const DEBIAN_GO_119: &str = "/usr/lib/go-1.19/bin/go";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Toolchain {
+    /// `go` on PATH, `GOTOOLCHAIN=local`.
+    Machine,
+    /// `go` with `GOTOOLCHAIN=<release>`: the go command fetches it from the module proxy.
+    Proxy(&'static str),
+    /// Debian's go1.19, with the fixture's go1.19 module (an x/net that still builds on it).
+    Debian119,
+}
+
+/// One build of the fixture and how apiscope is run on it.
+#[derive(Clone, Copy, Debug)]
+struct Variant {
+    label: &'static str,
+    toolchain: Toolchain,
+    pie: bool,
+    /// Rewrites the Go version in the build info to one newer than the offsets table.
+    claim_newer_go: bool,
+    read_probe: &'static str,
+}
+
+const MATRIX: &[Variant] = &[
+    Variant {
+        label: "machine Go",
+        toolchain: Toolchain::Machine,
+        pie: false,
+        claim_newer_go: false,
+        read_probe: "record",
+    },
+    Variant {
+        label: "machine Go, PIE",
+        toolchain: Toolchain::Machine,
+        pie: true,
+        claim_newer_go: false,
+        read_probe: "record",
+    },
+    Variant {
+        label: "machine Go, Read probed at its RETs",
+        toolchain: Toolchain::Machine,
+        pie: false,
+        claim_newer_go: false,
+        read_probe: "return",
+    },
+    Variant {
+        label: "go1.27.3",
+        toolchain: Toolchain::Proxy(PROXY_GO),
+        pie: false,
+        claim_newer_go: false,
+        read_probe: "record",
+    },
+    Variant {
+        label: "go1.27.3, PIE",
+        toolchain: Toolchain::Proxy(PROXY_GO),
+        pie: true,
+        claim_newer_go: false,
+        read_probe: "record",
+    },
+    Variant {
+        label: "go1.19",
+        toolchain: Toolchain::Debian119,
+        pie: false,
+        claim_newer_go: false,
+        read_probe: "record",
+    },
+    Variant {
+        label: "machine Go claiming a release newer than the offsets table",
+        toolchain: Toolchain::Machine,
+        pie: false,
+        claim_newer_go: true,
+        read_probe: "record",
+    },
+];
+
 #[test]
 fn every_probe_attaches_and_decodes_new_and_pre_attach_connections() {
     if !require_root("probe test") {
         return;
     }
-    for pie in [false, true] {
-        let variant = if pie { "pie" } else { "exe" };
-        run(pie).unwrap_or_else(|e| panic!("probe fixture ({variant}): {e:#}"));
+    let mut failures = Vec::new();
+    for variant in MATRIX {
+        if let Err(error) = run(variant) {
+            eprintln!("probe fixture ({}): FAILED: {error:#}", variant.label);
+            failures.push(format!("{}: {error:#}", variant.label));
+        }
     }
+    assert!(
+        failures.is_empty(),
+        "probe fixture failures:\n{}",
+        failures.join("\n")
+    );
 }
 
-fn run(pie: bool) -> Result<()> {
-    let dir = test_dir(if pie { "probes-pie" } else { "probes" })?;
-    let fixture = build_fixture(&dir, pie)?;
+fn run(variant: &Variant) -> Result<()> {
+    let dir = test_dir(&format!(
+        "probes-{}",
+        variant
+            .label
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+    ))?;
+    let fixture = build_fixture(&dir, variant)?;
     let (cert, key) = self_signed_certificate(&dir)?;
     let port = free_loopback_ports(1)?[0];
     let address = format!("127.0.0.1:{port}");
@@ -66,12 +162,43 @@ fn run(pie: bool) -> Result<()> {
     ])?;
     std::thread::sleep(Duration::from_millis(1500));
 
-    let mut capture = ApiscopeCapture::start(&dir, &["--pid", &server.pid().to_string()])?;
+    let mut capture = ApiscopeCapture::start(
+        &dir,
+        &[
+            "--pid",
+            &server.pid().to_string(),
+            "--read-probe",
+            variant.read_probe,
+        ],
+    )?;
     capture.wait_attached(server.pid())?;
-    let hooks_line =
-        capture.wait_for_log(&["HTTP/2 header hooks attached"], Duration::from_secs(10))?;
-    // The fixture is built with this machine's Go (1.24+: swiss-table maps).
-    let response_from_header_map = hooks_line.contains("header map");
+    let header_hooks = if variant.claim_newer_go {
+        capture.wait_for_log(
+            &[
+                "HTTP/2 header hooks unavailable",
+                "newer than the offsets table",
+            ],
+            Duration::from_secs(10),
+        )?;
+        None
+    } else {
+        let line =
+            capture.wait_for_log(&["HTTP/2 header hooks attached"], Duration::from_secs(10))?;
+        Some(line.contains("header map"))
+    };
+    // Go 1.24+ has swiss-table maps: the response hook reads the header map in one hit.
+    if let Some(response_from_header_map) = header_hooks {
+        ensure!(
+            response_from_header_map == (variant.toolchain != Toolchain::Debian119),
+            "responses read {} on {}",
+            if response_from_header_map {
+                "from the header map"
+            } else {
+                "field by field"
+            },
+            variant.label
+        );
+    }
     let before = probe_hits(&capture.scrape_metrics()?);
 
     let list = h2load(&[
@@ -93,10 +220,9 @@ fn run(pie: bool) -> Result<()> {
         &format!("{base}/one"),
     ])?;
     // The kernel's counters reach the metrics on apiscope's next rescan tick: wait (bounded)
-    // until every request sent is counted at processHeaders.
+    // until every request sent is counted at Write (each response is at least one Write).
     let sent = list + get;
-    let counted =
-        |hits: &BTreeMap<String, u64>| hits.get("http2_process_headers").copied().unwrap_or(0);
+    let counted = |hits: &BTreeMap<String, u64>| hits.get("tls_write_entry").copied().unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(20);
     let after = loop {
         let hits = probe_hits(&capture.scrape_metrics()?);
@@ -107,6 +233,7 @@ fn run(pie: bool) -> Result<()> {
     };
     wait_exit(pre_attach, Duration::from_secs(PRE_ATTACH_SECONDS + 20))?;
     std::thread::sleep(Duration::from_millis(500));
+    let metrics = capture.scrape_metrics()?;
     let result = capture.stop()?;
     let requests = result.requests()?;
 
@@ -140,86 +267,121 @@ fn run(pie: bool) -> Result<()> {
         );
     }
     let pre = count("pre-attach", "get");
-    ensure!(
-        pre.len() >= 10,
-        "only {} requests decoded on the connections opened before attach",
-        pre.len()
-    );
-    for request in &pre {
+    if variant.claim_newer_go {
         ensure!(
-            request.code == Some(200) && request.audit_id.is_some(),
-            "pre-attach request without status or Audit-ID: {request:?}"
+            metrics
+                .lines()
+                .any(|l| l == "apiscope_capture_newer_go_release_attaches_total 1"),
+            "newer Go release not counted in the metrics"
+        );
+        ensure!(
+            pre.iter().all(|r| r.headers_source != "hook"),
+            "header hooks on a release newer than the table"
+        );
+    } else {
+        ensure!(
+            pre.len() >= 10,
+            "only {} requests decoded on the connections opened before attach",
+            pre.len()
+        );
+        for request in &pre {
+            ensure!(
+                request.code == Some(200) && request.audit_id.is_some(),
+                "pre-attach request without status or Audit-ID: {request:?}"
+            );
+        }
+        ensure!(
+            pre.iter().any(|r| r.headers_source == "hook"),
+            "no pre-attach request got its headers from the header hooks"
         );
     }
-    ensure!(
-        pre.iter().any(|r| r.headers_source == "hook"),
-        "no pre-attach request got its headers from the header hooks"
-    );
 
-    let unreadable = result.summary["read_arguments_unreadable"].as_u64();
-    ensure!(
-        unreadable == Some(0),
-        "Read arguments unreadable: {unreadable:?}"
-    );
+    for counter in ["read_arguments_unreadable", "read_records_unreadable"] {
+        let value = result.summary[counter].as_u64();
+        ensure!(value == Some(0), "{counter}: {value:?}");
+    }
     let mut table = String::new();
-    let total_requests = (list + get) as f64;
     for probe in Probe::ALL {
         let name = probe.program();
-        let hits = after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+        let total = after.get(name).copied().unwrap_or(0);
+        let hits = total - before.get(name).copied().unwrap_or(0);
         table.push_str(&format!(
             "  {name:<32} {:>8.2}\n",
-            hits as f64 / total_requests
+            hits as f64 / sent as f64
         ));
-        let expected = hooks_expected(probe, response_from_header_map);
+        let expected = fires(probe, variant.read_probe, header_hooks);
         ensure!(
-            (after.get(name).copied().unwrap_or(0) > 0) == expected,
-            "probe {name}: {} hits, expected {} ({}); all: {after:?}",
-            after.get(name).copied().unwrap_or(0),
+            (total > 0) == expected,
+            "probe {name}: {total} hits, expected {}; all: {after:?}",
             if expected { "some" } else { "none" },
-            if pie { "PIE" } else { "non-PIE" }
         );
     }
     eprintln!(
-        "uprobe hits per request ({} new-connection requests, pre-attach traffic running, {}):\n{table}",
-        list + get,
-        if pie { "PIE" } else { "non-PIE" }
+        "uprobe hits per request ({sent} new-connection requests, pre-attach traffic running, {}):\n{table}",
+        variant.label
     );
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
-/// Whether `probe` fires on the fixture: every probe but the field-by-field response hooks,
-/// or those instead of the one-hit one where the header map cannot be read.
-fn hooks_expected(probe: Probe, response_from_header_map: bool) -> bool {
+/// Whether `probe` fires on the fixture: one of the two Read probes; without header hooks
+/// (`None`) only the TLS ones; with them every other probe but the field-by-field response
+/// hooks, or those instead of the one-hit one where the header map cannot be read.
+fn fires(probe: Probe, read_probe: &str, header_hooks: Option<bool>) -> bool {
     match probe {
-        Probe::Http2ResponseHeaders => response_from_header_map,
+        Probe::TlsReadRecord => read_probe == "record",
+        Probe::TlsReadReturn => read_probe == "return",
+        Probe::TlsWriteEntry | Probe::TlsCloseEntry => true,
+        Probe::Http2ProcessHeaders => header_hooks.is_some(),
+        Probe::Http2ResponseHeaders => header_hooks == Some(true),
         Probe::Http2WriteResHeadersEntry
         | Probe::HpackWriteField
-        | Probe::Http2WriteResHeadersReturn => !response_from_header_map,
-        _ => true,
+        | Probe::Http2WriteResHeadersReturn => header_hooks == Some(false),
     }
 }
 
-/// Builds the fixture with the machine's Go, release-like (stripped, trimmed paths).
-fn build_fixture(dir: &Path, pie: bool) -> Result<PathBuf> {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("go/probe-fixture");
+/// Builds the fixture release-like (stripped, trimmed paths) with the variant's Go.
+fn build_fixture(dir: &Path, variant: &Variant) -> Result<PathBuf> {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("go");
+    let source = match variant.toolchain {
+        Toolchain::Machine | Toolchain::Proxy(_) => fixtures.join("probe-fixture"),
+        // The same main.go in a module whose x/net still builds with go1.19.
+        Toolchain::Debian119 => {
+            let module = dir.join("module-go1.19");
+            std::fs::create_dir_all(&module)?;
+            for (from, to) in [
+                ("probe-fixture/main.go", "main.go"),
+                ("probe-fixture-go1.19/go.mod", "go.mod"),
+                ("probe-fixture-go1.19/go.sum", "go.sum"),
+            ] {
+                std::fs::copy(fixtures.join(from), module.join(to))
+                    .with_context(|| format!("copying {from}"))?;
+            }
+            module
+        }
+    };
     let output = dir.join("probe-fixture");
     let cache = std::env::var_os("APISCOPE_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/apiscope")
         });
-    let mut command = Command::new("go");
+    let (go, toolchain) = match variant.toolchain {
+        Toolchain::Machine => ("go", "local"),
+        Toolchain::Proxy(release) => ("go", release),
+        Toolchain::Debian119 => (DEBIAN_GO_119, "local"),
+    };
+    let mut command = Command::new(go);
     command
         .current_dir(&source)
-        .env("GOTOOLCHAIN", "local")
+        .env("GOTOOLCHAIN", toolchain)
         .env("GOFLAGS", "-mod=readonly")
         .env("CGO_ENABLED", "0")
         .env("GOMODCACHE", cache.join("go/modcache"))
         .env("GOCACHE", cache.join("go/buildcache"))
         .args(["build", "-trimpath", "-ldflags=-s -w"]);
-    if pie {
+    if variant.pie {
         command.arg("-buildmode=pie");
     }
     let status = command
@@ -227,9 +389,38 @@ fn build_fixture(dir: &Path, pie: bool) -> Result<PathBuf> {
         .arg(&output)
         .arg(".")
         .status()
-        .context("running go build (is Go installed?)")?;
-    ensure!(status.success(), "go build of the probe fixture failed");
+        .with_context(|| format!("running {go} build (is Go installed?)"))?;
+    ensure!(status.success(), "{go} build of the probe fixture failed");
+    if variant.claim_newer_go {
+        claim_newer_go_release(&output)?;
+    }
     Ok(output)
+}
+
+/// Rewrites the Go version in the binary's build info (`go1.NN.P` -> `go1.99.P`, same length)
+/// so that apiscope meets a release newer than its offsets table; the code is untouched.
+fn claim_newer_go_release(binary: &Path) -> Result<()> {
+    const MAGIC: &[u8] = b"\xff Go buildinf:";
+    let mut data = std::fs::read(binary)?;
+    let start = data
+        .windows(MAGIC.len())
+        .position(|w| w == MAGIC)
+        .context("no build info in the fixture")?;
+    // Go 1.18+ stores the version inline, right after the 32-byte header.
+    let window = start..(start + 96).min(data.len());
+    let at = data[window.clone()]
+        .windows(4)
+        .position(|w| w == b"go1.")
+        .map(|at| window.start + at)
+        .context("no Go version in the build info")?;
+    let minor = &mut data[at + 4..at + 6];
+    ensure!(
+        minor.iter().all(u8::is_ascii_digit),
+        "unexpected Go version in the build info"
+    );
+    minor.copy_from_slice(b"99");
+    std::fs::write(binary, data)?;
+    Ok(())
 }
 
 fn self_signed_certificate(dir: &Path) -> Result<(PathBuf, PathBuf)> {

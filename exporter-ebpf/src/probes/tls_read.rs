@@ -1,14 +1,72 @@
-//! `crypto/tls.(*Conn).Read(b []byte) (int, error)`, probed at each RET instruction only: RAX
-//! is `n`, and the receiver and `b` are read back from their ABI spill slots (entry SP + 8:
-//! at a RET, SP is back at its entry value), where Read's prologue stored them before any call
-//! or branch — userspace checks that in the function's code before attaching. One hit per call
-//! instead of an entry and a return probe, and no per-goroutine state.
+//! What `crypto/tls.(*Conn).Read` receives, probed one of two ways (userspace picks per
+//! binary, from Read's code):
+//! - `tls_read_record`, on the instruction after Read's call to `readRecordOrCCS`: one hit per
+//!   TLS record, which holds one or several HTTP/2 frames (Go's framer reads each frame in two
+//!   Reads). RAX is the call's error (nil: a record was read); the receiver is read back from
+//!   its ABI spill slot at `SP + frame size + 8`, and the record's plaintext from `c.input`.
+//!   Read only calls it once `c.input` is drained, so each record is sent once, whole.
+//! - `tls_read_return`, on each RET, where Read's code is not recognised: RAX is `n`, and the
+//!   receiver and `b` are read back from their spill slots (entry SP + 8: at a RET, SP is back
+//!   at its entry value). One hit per call.
+//!
+//! Either way Read's prologue must store the receiver (and `b`) before any call or branch —
+//! userspace checks that in the function's code before attaching — and no per-goroutine state
+//! is kept.
 
-use apiscope_common::{ChunkKind, KernelCounter, Probe, SpilledReadArgs};
-use aya_ebpf::{macros::uprobe, programs::ProbeContext};
+use apiscope_common::{ChunkKind, GoBytesReader, KernelCounter, Probe, SpilledReadArgs};
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::uprobe, programs::ProbeContext};
 
 use crate::emit::{emit_payload, read_user};
-use crate::maps::{count, hit, regs};
+use crate::maps::{GO_OFFSETS, count, hit, regs};
+
+/// Largest plaintext of one TLS record (RFC 8446 5.1, RFC 5246 6.2.1).
+const MAX_RECORD_PLAINTEXT: u64 = 1 << 14;
+
+#[uprobe]
+pub fn tls_read_record(ctx: ProbeContext) -> u32 {
+    hit(Probe::TlsReadRecord);
+    let r = regs(&ctx);
+    if r.rax != 0 {
+        // readRecordOrCCS failed: nothing new in c.input.
+        return 0;
+    }
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(offsets) = (unsafe { GO_OFFSETS.get(pid) }).copied() else {
+        return 0;
+    };
+    if offsets.tls_conn_input == 0 {
+        return 0;
+    }
+    let Some(conn) = read_user::<u64>(r.rsp + offsets.tls_read_frame_size + 8) else {
+        count(KernelCounter::ReadArgumentsUnreadable, 1);
+        return 0;
+    };
+    let Some(input) = read_user::<GoBytesReader>(conn + offsets.tls_conn_input) else {
+        count(KernelCounter::ReadRecordUnreadable, 1);
+        return 0;
+    };
+    if input.consumed < 0 || input.len > input.cap || input.consumed as u64 > input.len {
+        count(KernelCounter::ReadRecordUnreadable, 1);
+        return 0;
+    }
+    let unread = input.len - input.consumed as u64;
+    if unread == 0 {
+        // A handshake message or an alert: no application data.
+        return 0;
+    }
+    if unread > MAX_RECORD_PLAINTEXT {
+        count(KernelCounter::ReadRecordUnreadable, 1);
+        return 0;
+    }
+    emit_payload(
+        ChunkKind::Read,
+        conn,
+        r.r14,
+        input.ptr + input.consumed as u64,
+        unread,
+    );
+    0
+}
 
 #[uprobe]
 pub fn tls_read_return(ctx: ProbeContext) -> u32 {

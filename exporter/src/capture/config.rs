@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::discovery::TargetSelector;
 use super::tracer::MAX_BYTES_PER_CALL;
@@ -37,6 +37,10 @@ pub struct CaptureConfig {
     /// request's events wait before decoding.
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     pub ring_drain_interval: Duration,
+    /// How Read is probed: `record` once per TLS record where Read's code is recognised (else
+    /// at its RETs, logged), `return` at each of its RETs (about twice the hits).
+    #[arg(long, value_enum, default_value_t = ReadProbeMode::Record)]
+    pub read_probe: ReadProbeMode,
     /// Connections tracked at once before the oldest is forgotten (and counted).
     #[arg(long, default_value_t = 65536)]
     pub max_connections: usize,
@@ -46,6 +50,12 @@ pub struct CaptureConfig {
     /// eBPF object to load instead of the one embedded at build time.
     #[arg(long)]
     pub ebpf_object: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReadProbeMode {
+    Record,
+    Return,
 }
 
 impl CaptureConfig {

@@ -1,6 +1,6 @@
 //! The capture stage's own health: what arrived, what was lost and why, what is attached.
 
-use apiscope_common::{PROBE_SLOTS, Probe};
+use apiscope_common::{KERNEL_COUNTER_SLOTS, KernelCounter, PROBE_SLOTS, Probe};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -27,6 +27,7 @@ pub struct CaptureMetrics {
     pub ringbuf_full_drops: Counter,
     pub payload_read_failures: Counter,
     pub read_arguments_unreadable: Counter,
+    pub read_records_unreadable: Counter,
     /// Chunks dropped because the next stage's queue was full.
     pub queue_full_drops: Counter,
     pub attached_processes: Gauge,
@@ -42,6 +43,8 @@ pub struct CaptureMetrics {
     pub header_blocks_failed: Counter,
     /// Processes attached without the header hooks (symbols or offsets missing).
     pub header_hooks_unavailable: Counter,
+    /// Processes attached whose Go release is newer than the offsets table (TLS capture only).
+    pub newer_than_offsets_table: Counter,
     /// Uprobe hits per probe, mirrored from the PROBE_HITS map: each is a trap inside the
     /// traced process, apiscope's cost to it.
     pub probe_hits: Family<ProbeLabels, Counter>,
@@ -82,8 +85,13 @@ impl CaptureMetrics {
         );
         r.register(
             "read_arguments_unreadable",
-            "Read returns whose spilled arguments could not be read from the goroutine stack",
+            "Read probes that could not read the call's spilled arguments from the goroutine stack",
             self.read_arguments_unreadable.clone(),
+        );
+        r.register(
+            "read_records_unreadable",
+            "TLS records lost because tls.Conn.input was unreadable or inconsistent at the record probe",
+            self.read_records_unreadable.clone(),
         );
         r.register(
             "queue_full_drops",
@@ -136,6 +144,11 @@ impl CaptureMetrics {
             self.header_hooks_unavailable.clone(),
         );
         r.register(
+            "newer_go_release_attaches",
+            "Processes attached whose Go release is newer than the offsets table (TLS capture only, no header hooks)",
+            self.newer_than_offsets_table.clone(),
+        );
+        r.register(
             "probe_hits",
             "Uprobe hits by probe: each is a trap into the kernel inside a thread of the traced process",
             self.probe_hits.clone(),
@@ -143,17 +156,25 @@ impl CaptureMetrics {
     }
 
     /// Brings the kernel-side counters (monotonic sums) into the registry's counters.
-    pub fn sync_kernel_counters(
-        &self,
-        ringbuf_full: u64,
-        payload_read_failed: u64,
-        read_arguments_unreadable: u64,
-        header_blocks_failed: u64,
-    ) {
-        raise(&self.ringbuf_full_drops, ringbuf_full);
-        raise(&self.payload_read_failures, payload_read_failed);
-        raise(&self.read_arguments_unreadable, read_arguments_unreadable);
-        raise(&self.header_blocks_failed, header_blocks_failed);
+    pub fn sync_kernel_counters(&self, totals: &[u64; KERNEL_COUNTER_SLOTS as usize]) {
+        let total = |counter: KernelCounter| totals[counter as usize];
+        raise(&self.ringbuf_full_drops, total(KernelCounter::RingbufFull));
+        raise(
+            &self.payload_read_failures,
+            total(KernelCounter::PayloadReadFailed),
+        );
+        raise(
+            &self.read_arguments_unreadable,
+            total(KernelCounter::ReadArgumentsUnreadable),
+        );
+        raise(
+            &self.read_records_unreadable,
+            total(KernelCounter::ReadRecordUnreadable),
+        );
+        raise(
+            &self.header_blocks_failed,
+            total(KernelCounter::HeaderBlocksFailed),
+        );
     }
 
     /// Brings the kernel's per-probe hit sums (in `Probe::ALL` order) into `probe_hits`.
@@ -190,6 +211,7 @@ impl CaptureMetrics {
             "ringbuf_full_drops": self.ringbuf_full_drops.get(),
             "payload_read_failures": self.payload_read_failures.get(),
             "read_arguments_unreadable": self.read_arguments_unreadable.get(),
+            "read_records_unreadable": self.read_records_unreadable.get(),
             "probe_hits": self.total_probe_hits(),
             "queue_full_drops": self.queue_full_drops.get(),
             "attached_processes": self.attached_processes.get(),
@@ -200,6 +222,7 @@ impl CaptureMetrics {
             "header_fields_dropped": self.header_fields_dropped.get(),
             "header_blocks_failed": self.header_blocks_failed.get(),
             "header_hooks_unavailable": self.header_hooks_unavailable.get(),
+            "newer_go_release_attaches": self.newer_than_offsets_table.get(),
         })
     }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use apiscope_common::KernelCounter;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -57,7 +56,7 @@ pub async fn run_capture(
                             let points = &attached.points;
                             info!(
                                 pid = target.pid, exe = %target.exe.display(), go = %points.go_version,
-                                read_returns = points.read_returns.len(),
+                                reads = %points.reads,
                                 header_hooks = attached.header_hooks.is_ok(), "attached"
                             );
                             match (&attached.header_hooks, &points.header_hooks) {
@@ -141,12 +140,7 @@ fn drain(
 
 fn sync_kernel_counters(tracer: &Tracer, metrics: &CaptureMetrics) {
     match tracer.kernel_counters() {
-        Ok(c) => metrics.sync_kernel_counters(
-            c[KernelCounter::RingbufFull as usize],
-            c[KernelCounter::PayloadReadFailed as usize],
-            c[KernelCounter::ReadArgumentsUnreadable as usize],
-            c[KernelCounter::HeaderBlocksFailed as usize],
-        ),
+        Ok(totals) => metrics.sync_kernel_counters(&totals),
         Err(e) => warn!(error = %e, "cannot read kernel counters"),
     }
     match tracer.probe_hits() {

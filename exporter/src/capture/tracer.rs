@@ -18,24 +18,32 @@ use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use iced_x86::Register;
 
 use super::chunk::TlsChunk;
-use super::config::CaptureConfig;
+use super::config::{CaptureConfig, ReadProbeMode};
 use super::discovery::TargetProcess;
-use super::gobinary::{GoBinary, Http2Offsets, Http2OffsetsSource, http2_offsets, struct_offsets};
+use super::gobinary::{
+    GoBinary, Http2Offsets, Http2OffsetsSource, VERIFIED_GO_MINOR_VERSIONS, http2_offsets,
+    newer_release_offsets, std_http2_offsets, struct_offsets,
+};
 use super::metrics::CaptureMetrics;
 
-/// Go functions and the program attached to each; Read gets `tls_read_return` at every RET
-/// (and nothing at its entry: see `read_spills_its_arguments`).
+/// Go functions and the program attached to each. Read gets `tls_read_record` after each of its
+/// calls to readRecordOrCCS, or, where its code is not recognised, `tls_read_return` at every
+/// RET (and nothing at its entry either way: see `read_spills_its_arguments`).
 const TLS_WRITE: &str = "crypto/tls.(*Conn).Write";
 const TLS_READ: &str = "crypto/tls.(*Conn).Read";
 const TLS_CLOSE: &str = "crypto/tls.(*Conn).Close";
 
 /// Header-level hooks in `golang.org/x/net/http2`, matched by suffix (vendored copies carry a
-/// prefix such as `k8s.io/kubernetes/vendor/`). The standard library's bundled copy
-/// (`net/http.(*http2serverConn)...`) does not match: kube-apiserver serves with x/net.
+/// prefix such as `k8s.io/kubernetes/vendor/`). The standard library's bundled copy of Go 1.26
+/// and before (`net/http.(*http2serverConn)...`) does not match: kube-apiserver serves with x/net.
 const PROCESS_HEADERS: &str = "golang.org/x/net/http2.(*serverConn).processHeaders";
 const WRITE_RES_HEADERS: &str = "golang.org/x/net/http2.(*writeResHeaders).writeFrame";
 const HPACK_WRITE_FIELD: &str = "golang.org/x/net/http2/hpack.(*Encoder).WriteField";
 const XNET_MODULE: &str = "golang.org/x/net";
+/// From Go 1.27 x/net's server wraps the standard library's own (x/net's code moved to
+/// `net/http/internal/http2`, with the standard library's vendored hpack): the same hooks there.
+const STD_HTTP2: &str = "net/http/internal/http2";
+const STD_HPACK_WRITE_FIELD: &str = "vendor/golang.org/x/net/http2/hpack.(*Encoder).WriteField";
 
 /// Where the header-level hooks go in one binary.
 #[derive(Clone, Debug)]
@@ -56,33 +64,59 @@ pub struct HeaderHookPoints {
 
 impl HeaderHookPoints {
     /// Finds the hooks' functions: all three from the same copy of x/net (the one whose
-    /// `serverConn` exists), so the encoder hooked is the one the server's writer calls.
+    /// `serverConn` exists), so the encoder hooked is the one the server's writer calls; or,
+    /// without one, from the standard library's HTTP/2 server (Go 1.27+).
     pub fn find(binary: &GoBinary) -> Result<Self> {
         let candidates = binary.functions_with_suffix(PROCESS_HEADERS);
-        let process_headers = match candidates.as_slice() {
-            [one] => one.clone(),
-            [] => bail!("{PROCESS_HEADERS} not found (no x/net HTTP/2 server in this binary)"),
-            many => bail!(
-                "{PROCESS_HEADERS}: {} copies, cannot tell which one serves",
-                many.len()
-            ),
-        };
-        let prefix = &process_headers.name[..process_headers.name.len() - PROCESS_HEADERS.len()];
-        let function = |suffix: &str| {
-            let name = format!("{prefix}{suffix}");
+        let std_process_headers = format!("{STD_HTTP2}.(*serverConn).processHeaders");
+        let (process_headers, write_res_headers_name, write_field_name) =
+            match candidates.as_slice() {
+                [one] => {
+                    let prefix = &one.name[..one.name.len() - PROCESS_HEADERS.len()];
+                    (
+                        one.clone(),
+                        format!("{prefix}{WRITE_RES_HEADERS}"),
+                        format!("{prefix}{HPACK_WRITE_FIELD}"),
+                    )
+                }
+                [] => match binary.function(&std_process_headers) {
+                    Some(std) => (
+                        std,
+                        format!("{STD_HTTP2}.(*writeResHeaders).writeFrame"),
+                        STD_HPACK_WRITE_FIELD.to_string(),
+                    ),
+                    None => bail!(
+                        "{PROCESS_HEADERS} not found (no x/net HTTP/2 server in this binary, nor \
+                     {std_process_headers})"
+                    ),
+                },
+                many => bail!(
+                    "{PROCESS_HEADERS}: {} copies, cannot tell which one serves",
+                    many.len()
+                ),
+            };
+        let from_std = process_headers.name == std_process_headers;
+        let function = |name: &str| {
             binary
-                .function(&name)
+                .function(name)
                 .ok_or_else(|| anyhow!("{name} not found"))
         };
-        let write_res_headers = function(WRITE_RES_HEADERS)?;
-        let write_field = function(HPACK_WRITE_FIELD)?;
+        let write_res_headers = function(&write_res_headers_name)?;
+        let write_field = function(&write_field_name)?;
         let write_res_headers_returns = binary.ret_file_offsets(&write_res_headers)?;
         if write_res_headers_returns.is_empty() {
             bail!("{WRITE_RES_HEADERS}: no RET instruction found");
         }
         let xnet_version = binary.dependency_version(XNET_MODULE).map(str::to_owned);
-        let (offsets, offsets_source) =
-            http2_offsets(xnet_version.as_deref()).map_err(|e| anyhow!(e))?;
+        let (offsets, offsets_source) = if from_std {
+            let version = binary
+                .go_version()
+                .ok_or_else(|| anyhow!("no Go version for the standard library's HTTP/2"))?;
+            std_http2_offsets(version)
+        } else {
+            http2_offsets(xnet_version.as_deref())
+        }
+        .map_err(|e| anyhow!(e))?;
         let swiss_maps = binary
             .go_version()
             .and_then(|version| struct_offsets(version).ok())
@@ -119,20 +153,45 @@ impl HeaderHookPoints {
     }
 }
 
+/// How one binary's `crypto/tls.(*Conn).Read` is probed.
+#[derive(Clone, Debug)]
+pub enum ReadProbes {
+    /// Once per TLS record: `tls_read_record` after each call to readRecordOrCCS (file offsets).
+    Records { after_calls: Vec<u64> },
+    /// Once per Read call: `tls_read_return` at each RET, because `why` the record sites were
+    /// not found.
+    Returns { rets: Vec<u64>, why: String },
+}
+
+impl std::fmt::Display for ReadProbes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadProbes::Records { after_calls } => {
+                write!(f, "once per TLS record ({} call sites)", after_calls.len())
+            }
+            ReadProbes::Returns { rets, why } => {
+                write!(f, "at each of Read's {} RETs ({why})", rets.len())
+            }
+        }
+    }
+}
+
 /// Where the probes go in one binary, found once per executable file (device, inode).
 #[derive(Clone, Debug)]
 pub struct ProbePoints {
     pub go_version: String,
     pub offsets: GoOffsets,
     pub write_entry: u64,
-    pub read_returns: Vec<u64>,
+    pub reads: ReadProbes,
     pub close_entry: u64,
     /// The HTTP/2 header hooks, or why this binary cannot have them (TLS capture goes on).
     pub header_hooks: Result<HeaderHookPoints, String>,
+    /// Built by a Go release newer than the offsets table: TLS capture only.
+    pub newer_than_offsets_table: bool,
 }
 
 impl ProbePoints {
-    pub fn find(binary_path: &Path) -> Result<Self> {
+    pub fn find(binary_path: &Path, read_probe: ReadProbeMode) -> Result<Self> {
         let binary = GoBinary::open(binary_path)
             .with_context(|| format!("reading Go binary {}", binary_path.display()))?;
         let version = binary
@@ -144,7 +203,10 @@ impl ProbePoints {
                 )
             })?
             .clone();
-        let offsets = struct_offsets(&version)?;
+        let (mut offsets, newer_than_offsets_table) = match struct_offsets(&version) {
+            Ok(offsets) => (offsets, false),
+            Err(error) => (newer_release_offsets(&version).ok_or(error)?, true),
+        };
         let function = |name: &str| {
             binary.function(name).ok_or_else(|| {
                 anyhow!(
@@ -154,18 +216,44 @@ impl ProbePoints {
             })
         };
         let read = function(TLS_READ)?;
-        read_spills_its_arguments(&binary, &read)?;
-        let read_returns = binary.ret_file_offsets(&read)?;
-        if read_returns.is_empty() {
-            bail!("{TLS_READ}: no RET instruction found");
-        }
-        let header_hooks = HeaderHookPoints::find(&binary).map_err(|e| format!("{e:#}"));
+        let frame_size = read_spills_its_arguments(&binary, &read)?;
+        let record_sites = match read_probe {
+            ReadProbeMode::Record => binary.record_read_sites(&read).map_err(|e| e.to_string()),
+            ReadProbeMode::Return => Err("--read-probe return".to_string()),
+        };
+        let reads = match record_sites {
+            Ok(sites) => {
+                offsets.tls_conn_input = sites.conn_input;
+                offsets.tls_read_frame_size = frame_size;
+                ReadProbes::Records {
+                    after_calls: sites.after_calls,
+                }
+            }
+            Err(why) => {
+                let rets = binary.ret_file_offsets(&read)?;
+                if rets.is_empty() {
+                    bail!("{TLS_READ}: no RET instruction found");
+                }
+                ReadProbes::Returns { rets, why }
+            }
+        };
+        let header_hooks = if newer_than_offsets_table {
+            Err(format!(
+                "{version} is newer than the offsets table (go1.{}-go1.{}): TLS capture only, \
+                 the header hooks need a verified row",
+                VERIFIED_GO_MINOR_VERSIONS.start(),
+                VERIFIED_GO_MINOR_VERSIONS.end()
+            ))
+        } else {
+            HeaderHookPoints::find(&binary).map_err(|e| format!("{e:#}"))
+        };
         Ok(ProbePoints {
+            newer_than_offsets_table,
             go_version: version.to_string(),
             offsets,
             header_hooks,
             write_entry: binary.entry_probe_file_offset(&function(TLS_WRITE)?)?,
-            read_returns,
+            reads,
             close_entry: binary.entry_probe_file_offset(&function(TLS_CLOSE)?)?,
         })
     }
@@ -176,21 +264,24 @@ impl ProbePoints {
             ("tls_write_entry", self.write_entry),
             ("tls_close_entry", self.close_entry),
         ];
-        all.extend(
-            self.read_returns
-                .iter()
-                .map(|&ret| ("tls_read_return", ret)),
-        );
+        match &self.reads {
+            ReadProbes::Records { after_calls } => {
+                all.extend(after_calls.iter().map(|&site| ("tls_read_record", site)))
+            }
+            ReadProbes::Returns { rets, .. } => {
+                all.extend(rets.iter().map(|&ret| ("tls_read_return", ret)))
+            }
+        }
         all
     }
 }
 
-/// `tls_read_return` reads Read's receiver and buffer from their ABI spill slots, so Read's
-/// prologue must store RAX, RBX and RCX there before its first call or branch: then every RET
-/// finds them. Checked in the code of each binary (every Go release from 1.17 does it, since
-/// Read keeps them live across its Handshake call); a binary that does not is refused
-/// rather than read wrongly.
-fn read_spills_its_arguments(binary: &GoBinary, read: &super::gobinary::GoFunction) -> Result<()> {
+/// Both Read probes read Read's receiver (and `tls_read_return` its buffer) from their ABI
+/// spill slots, so Read's prologue must store RAX, RBX and RCX there before its first call or
+/// branch: then every later instruction finds them. Checked in the code of each binary (every
+/// Go release from 1.17 does it, since Read keeps them live across its Handshake call); a
+/// binary that does not is refused rather than read wrongly. Returns Read's frame size.
+fn read_spills_its_arguments(binary: &GoBinary, read: &super::gobinary::GoFunction) -> Result<u64> {
     let prologue = binary.prologue(read)?;
     let spilled = [(0, Register::RAX), (8, Register::RBX), (16, Register::RCX)]
         .iter()
@@ -202,7 +293,7 @@ fn read_spills_its_arguments(binary: &GoBinary, read: &super::gobinary::GoFuncti
             prologue.spilled
         );
     }
-    Ok(())
+    Ok(prologue.frame_size)
 }
 
 struct AttachedProcess {
@@ -223,6 +314,7 @@ pub struct Tracer {
     ebpf: Ebpf,
     attached: BTreeMap<u32, AttachedProcess>,
     probe_points: HashMap<(u64, u64), Arc<ProbePoints>>,
+    read_probe: ReadProbeMode,
     metrics: Arc<CaptureMetrics>,
 }
 
@@ -249,6 +341,7 @@ impl Tracer {
             ebpf,
             attached: BTreeMap::new(),
             probe_points: HashMap::new(),
+            read_probe: config.read_probe,
             metrics,
         })
     }
@@ -277,7 +370,7 @@ impl Tracer {
         let points = match self.probe_points.get(&key) {
             Some(points) => points.clone(),
             None => {
-                let points = Arc::new(ProbePoints::find(&exe)?);
+                let points = Arc::new(ProbePoints::find(&exe, self.read_probe)?);
                 self.probe_points.insert(key, points.clone());
                 points
             }
@@ -318,6 +411,9 @@ impl Tracer {
         };
         if header_hooks.is_err() {
             self.metrics.header_hooks_unavailable.inc();
+        }
+        if points.newer_than_offsets_table {
+            self.metrics.newer_than_offsets_table.inc();
         }
         self.attached.insert(target.pid, attached);
         self.metrics

@@ -18,6 +18,7 @@ mod elf;
 mod offsets;
 mod pclntab;
 mod prologue;
+mod record_read;
 mod rets;
 #[cfg(test)]
 mod tests;
@@ -26,11 +27,13 @@ use std::path::{Path, PathBuf};
 
 pub use buildinfo::GoVersion;
 pub use offsets::{
-    Http2Offsets, Http2OffsetsSource, VERIFIED_GO_MINOR_VERSIONS, VERIFIED_XNET_VERSIONS,
-    compare_module_versions, http2_offsets, struct_offsets,
+    Http2Offsets, Http2OffsetsSource, VERIFIED_GO_MINOR_VERSIONS,
+    VERIFIED_STD_HTTP2_GO_MINOR_VERSIONS, VERIFIED_XNET_VERSIONS, compare_module_versions,
+    http2_offsets, newer_release_offsets, std_http2_offsets, struct_offsets,
 };
 pub use pclntab::PclntabFormat;
 pub use prologue::Prologue;
+pub use record_read::RecordReadSites;
 
 use buildinfo::BuildInfo;
 use elf::ElfImage;
@@ -214,6 +217,25 @@ impl GoBinary {
     pub fn prologue(&self, function: &GoFunction) -> Result<Prologue> {
         let (code, _) = self.code(function)?;
         prologue::prologue(code, function.address)
+    }
+
+    /// Where `read` (`crypto/tls.(*Conn).Read`) takes in a new TLS record, as file offsets
+    /// (see [`RecordReadSites`]).
+    pub fn record_read_sites(&self, read: &GoFunction) -> Result<RecordReadSites> {
+        let read_record: Vec<u64> = [
+            "crypto/tls.(*Conn).readRecordOrCCS",
+            "crypto/tls.(*Conn).readRecord",
+        ]
+        .iter()
+        .filter_map(|name| self.function(name))
+        .map(|function| function.address)
+        .collect();
+        let (code, entry_offset) = self.code(read)?;
+        let mut sites = record_read::record_read_sites(code, read.address, &read_record)?;
+        for after_call in &mut sites.after_calls {
+            *after_call += entry_offset;
+        }
+        Ok(sites)
     }
 
     /// File offset where an entry probe fires once per call: after the stack-bound check

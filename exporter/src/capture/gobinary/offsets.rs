@@ -7,14 +7,16 @@
 //! some first ones (go1.16.3, 1.18.1, 1.21.0, 1.26.0), Debian's go1.19.8 and the machine's
 //! go1.26.8, and each member's `DW_AT_data_member_location` was read from its DWARF
 //! (`crypto/tls.Conn`, `net.TCPConn`, `net.conn`, `net.netFD`, `internal/poll.FD`,
-//! `net.TCPAddr`); also from the DWARF of kube-apiserver v1.20.2 (go1.19.8). The tests repeat
-//! that check for the Go toolchains on the machine and for any listed in
-//! `APISCOPE_EXTRA_GO_TOOLCHAINS`.
+//! `net.TCPAddr`); also from the DWARF of kube-apiserver v1.20.2 (go1.19.8), and later of
+//! go1.27.3 (the module proxy's toolchain). The tests repeat that check for Debian's go1.19,
+//! the machine's Go and go1.27.3, and for any toolchain listed in `APISCOPE_EXTRA_GO_TOOLCHAINS`.
 //!
 //! All those releases agree: the fields used sit at the front of their structs, and the one
 //! struct that grew over the years (`internal/poll.FD`, e.g. `SysFile` in 1.21) kept its size on
-//! Linux, so `netFD.laddr` stayed at 96. A release outside the verified range is refused rather
-//! than assumed to match: a wrong offset makes the probes read garbage.
+//! Linux, so `netFD.laddr` stayed at 96. A release older than the table is refused; one newer
+//! than it gets the TLS probes with the newest row's connection offsets (fields at the front of
+//! their structs since go1.13, see [`newer_release_offsets`]) but no header hooks, whose map
+//! layout is release-specific: a wrong offset makes the probes read garbage.
 
 use std::ops::RangeInclusive;
 
@@ -24,7 +26,7 @@ use super::{GoBinaryError, GoVersion};
 
 /// Go 1.x minor versions the table covers (go1.13 is the first with `.go.buildinfo`, so the
 /// first whose version a stripped binary reveals).
-pub const VERIFIED_GO_MINOR_VERSIONS: RangeInclusive<u32> = 13..=26;
+pub const VERIFIED_GO_MINOR_VERSIONS: RangeInclusive<u32> = 13..=27;
 
 /// Go 1.13 to 1.23 on 64-bit Linux.
 const GO_1_13_TO_1_23: GoOffsets = GoOffsets {
@@ -46,11 +48,11 @@ const GO_1_13_TO_1_23: GoOffsets = GoOffsets {
     ..NO_HTTP2
 };
 
-/// Go 1.24 to 1.26: the same, plus the swiss-table map layout the one-hit response hook walks
+/// Go 1.24 to 1.27: the same, plus the swiss-table map layout the one-hit response hook walks
 /// (`maps.Map`, `maps.table`, `maps.groupsReference`, `noalg.map.group[string][]string`),
-/// checked against the DWARF of go1.26.8 by the tests and of go1.24.13 and go1.25.9 (from the
-/// module proxy) with `APISCOPE_EXTRA_GO_TOOLCHAINS`.
-const GO_1_24_TO_1_26: GoOffsets = GoOffsets {
+/// checked against the DWARF of go1.26.8 and go1.27.3 by the tests and of go1.24.13 and
+/// go1.25.9 with `APISCOPE_EXTRA_GO_TOOLCHAINS`.
+const GO_1_24_TO_1_27: GoOffsets = GoOffsets {
     // type Map struct { used uint64; seed uintptr; dirPtr unsafe.Pointer; dirLen int; ... }
     go_map_dir_ptr: 16,
     go_map_dir_len: 24,
@@ -93,11 +95,14 @@ const NO_HTTP2: GoOffsets = GoOffsets {
     go_map_table_groups: 0,
     go_map_header_group_size: 0,
     go_map_header_group_slots: 0,
+    // Per binary, from its code (`GoBinary::record_read_sites`, `GoBinary::prologue`).
+    tls_conn_input: 0,
+    tls_read_frame_size: 0,
 };
 
 /// (Go 1.x minor versions, offsets). Add a row when a release moves a field.
 const TABLE: &[(RangeInclusive<u32>, GoOffsets)] =
-    &[(13..=23, GO_1_13_TO_1_23), (24..=26, GO_1_24_TO_1_26)];
+    &[(13..=23, GO_1_13_TO_1_23), (24..=27, GO_1_24_TO_1_27)];
 
 /// The offsets for binaries built by this Go release; an error outside the verified releases.
 pub fn struct_offsets(version: &GoVersion) -> Result<GoOffsets, GoBinaryError> {
@@ -108,6 +113,28 @@ pub fn struct_offsets(version: &GoVersion) -> Result<GoOffsets, GoBinaryError> {
         .ok_or_else(|| GoBinaryError::UnsupportedGoVersion {
             version: version.raw.clone(),
         })
+}
+
+/// For a Go 1 release newer than the table: the newest row's connection offsets
+/// (`tls.Conn.conn`/`isClient`, `net.conn.fd`, `netFD`, `TCPAddr`: unchanged from go1.13 to
+/// the newest verified release) and nothing else, so the TLS probes capture and the header
+/// hooks stay off. `None` for a release the table covers or one older than it.
+pub fn newer_release_offsets(version: &GoVersion) -> Option<GoOffsets> {
+    if version.major != 1 || version.minor <= *VERIFIED_GO_MINOR_VERSIONS.end() {
+        return None;
+    }
+    let newest = TABLE.last().map(|(_, offsets)| offsets)?;
+    Some(GoOffsets {
+        tls_conn_conn: newest.tls_conn_conn,
+        tls_conn_is_client: newest.tls_conn_is_client,
+        net_conn_fd: newest.net_conn_fd,
+        netfd_sysfd: newest.netfd_sysfd,
+        netfd_laddr: newest.netfd_laddr,
+        netfd_raddr: newest.netfd_raddr,
+        tcpaddr_ip: newest.tcpaddr_ip,
+        tcpaddr_port: newest.tcpaddr_port,
+        ..NO_HTTP2
+    })
 }
 
 #[cfg(test)]
@@ -129,6 +156,14 @@ mod tests {
             );
         }
         assert!(struct_offsets(&version("go2.19.1")).is_err());
+        // Newer than the table: connection offsets only, no map layout for the header hooks.
+        let newer = newer_release_offsets(&version("go1.28.0")).unwrap();
+        assert_eq!(newer.tls_conn_is_client, 16);
+        assert_eq!(newer.netfd_laddr, 96);
+        assert_eq!(newer.go_map_header_group_size, 0);
+        assert!(newer_release_offsets(&version("go1.27.3")).is_none());
+        assert!(newer_release_offsets(&version("go1.12.9")).is_none());
+        assert!(newer_release_offsets(&version("go2.0.0")).is_none());
         assert_eq!(
             struct_offsets(&version("go1.19.8")).unwrap(),
             GO_1_13_TO_1_23
@@ -227,6 +262,12 @@ const XNET_2020_TO_2025: Http2Offsets = Http2Offsets {
     header_field_sensitive: 32,
 };
 
+const STD_GO_1_27: Http2Offsets = Http2Offsets {
+    // type serverConn struct { srv *Server; hs ServerConfig (an interface); conn net.Conn; ... }
+    server_conn_conn: 24,
+    ..XNET_2020_TO_2025
+};
+
 /// (oldest, newest verified x/net version, offsets). Add a row when a release moves a field.
 const HTTP2_TABLE: &[(&str, &str, Http2Offsets)] = &[(
     VERIFIED_XNET_VERSIONS[0],
@@ -234,9 +275,32 @@ const HTTP2_TABLE: &[(&str, &str, Http2Offsets)] = &[(
     XNET_2020_TO_2025,
 )];
 
+/// Go releases whose own HTTP/2 server (`net/http/internal/http2`, which x/net's server wraps
+/// from Go 1.27 on unless built with `-tags http2legacy`) was checked against DWARF (go1.27.3):
+/// the moved x/net code, with one field before `conn` changed from a pointer to an interface.
+pub const VERIFIED_STD_HTTP2_GO_MINOR_VERSIONS: RangeInclusive<u32> = 27..=27;
+
+/// The HTTP/2 hook offsets of the standard library's HTTP/2 server in binaries built by this Go
+/// release; an error outside the verified releases.
+pub fn std_http2_offsets(
+    version: &GoVersion,
+) -> Result<(Http2Offsets, Http2OffsetsSource), String> {
+    if version.major == 1 && VERIFIED_STD_HTTP2_GO_MINOR_VERSIONS.contains(&version.minor) {
+        Ok((STD_GO_1_27, Http2OffsetsSource::StandardLibrary))
+    } else {
+        Err(format!(
+            "{version}: the standard library's HTTP/2 hook offsets are only known for go1.{}-go1.{}",
+            VERIFIED_STD_HTTP2_GO_MINOR_VERSIONS.start(),
+            VERIFIED_STD_HTTP2_GO_MINOR_VERSIONS.end()
+        ))
+    }
+}
+
 /// How the HTTP/2 offsets for a binary were chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Http2OffsetsSource {
+    /// The standard library's HTTP/2 server (Go 1.27+), keyed by the Go release.
+    StandardLibrary,
     /// The binary's build info names an x/net version inside a verified row.
     ModuleVersion,
     /// No x/net version in the build info (a GOPATH/vendor build such as Kubernetes 1.20,

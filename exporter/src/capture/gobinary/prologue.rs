@@ -30,6 +30,9 @@ pub struct Prologue {
     /// (byte offset of the slot from `entry SP + 8`, register) for each 64-bit register
     /// argument stored to its spill slot before the first call or branch.
     pub spilled: Vec<(u64, Register)>,
+    /// Bytes SP moved down in the prologue (frame pointer push and `sub rsp`): in the body,
+    /// the spill slots are at `SP + frame_size + 8` onwards.
+    pub frame_size: u64,
 }
 
 impl Prologue {
@@ -95,6 +98,7 @@ pub(super) fn prologue(code: &[u8], entry: u64) -> Result<Prologue, GoBinaryErro
             _ => {}
         }
     }
+    result.frame_size = sp_delta;
     Ok(result)
 }
 
@@ -141,6 +145,8 @@ mod tests {
         assert!(p.spills(0, Register::RAX));
         assert!(p.spills(8, Register::RBX));
         assert!(p.spills(16, Register::RCX));
+        // push rbp + sub rsp, 0x58: the receiver's slot 0x68 is at SP + 0x60 + 8.
+        assert_eq!(p.frame_size, 0x60);
         // Nothing after the call counts.
         assert!(!p.spilled.iter().any(|(_, r)| *r == Register::RDX));
     }
@@ -164,6 +170,7 @@ mod tests {
         assert_eq!(p.after_stack_check, 10);
         assert!(p.spills(0, Register::RAX) && p.spills(8, Register::RBX));
         assert!(p.spills(16, Register::RCX));
+        assert_eq!(p.frame_size, 0x68);
         // The saved frame pointer sits below the entry SP: not an argument slot.
         assert!(!p.spilled.iter().any(|(_, r)| *r == Register::RBP));
     }

@@ -25,6 +25,8 @@ pub const STRUCTS: &[&str] = &[
     "internal/poll.FD",
     "net.TCPAddr",
     "runtime.moduledata",
+    // tls.Conn.input, whose plaintext the record probe copies.
+    "bytes.Reader",
     // Go 1.24+ swiss-table maps, as the one-hit response hook walks an `http.Header`.
     "internal/runtime/maps.Map",
     "internal/runtime/maps.table",
@@ -46,11 +48,17 @@ pub const HTTP2_STRUCTS: &[&str] = &[
 /// Pseudo-member holding a struct's `DW_AT_byte_size`.
 const BYTE_SIZE: &str = "<byte size>";
 
+/// The standard library's own HTTP/2 package from Go 1.27 (x/net's server wraps it there).
+pub const STD_HTTP2: &str = "net/http/internal/http2";
+
 fn wanted(name: &str) -> bool {
     STRUCTS.contains(&name)
         || HTTP2_STRUCTS.iter().any(|suffix| {
             name.strip_suffix(suffix)
                 .is_some_and(|prefix| prefix.is_empty() || prefix.ends_with('/'))
+                || suffix
+                    .strip_prefix("golang.org/x/net/http2.")
+                    .is_some_and(|member| name == format!("{STD_HTTP2}.{member}"))
         })
 }
 
@@ -71,24 +79,34 @@ impl StructLayouts {
     /// The HTTP/2 hook offsets of the x/net copy under `prefix` (e.g. `k8s.io/kubernetes/vendor/`
     /// or empty), computed the way the probes use them.
     pub fn http2_offsets(&self, prefix: &str) -> Result<Http2Offsets, String> {
-        let m = |s: &str, f: &str| self.member(&format!("{prefix}golang.org/x/net/{s}"), f);
-        let field = "http2/hpack.HeaderField";
+        self.http2_offsets_in(
+            &format!("{prefix}golang.org/x/net/http2"),
+            &format!("{prefix}golang.org/x/net/http2/hpack"),
+        )
+    }
+
+    /// The same for the HTTP/2 package `http2` (`net/http/internal/http2` from Go 1.27) and its
+    /// hpack package.
+    pub fn http2_offsets_in(&self, http2: &str, hpack: &str) -> Result<Http2Offsets, String> {
+        let m = |s: &str, f: &str| self.member(&format!("{http2}.{s}"), f);
+        let field = format!("{hpack}.HeaderField");
+        let h = |f: &str| self.member(&field, f);
         Ok(Http2Offsets {
-            server_conn_conn: m("http2.serverConn", "conn")?,
-            meta_headers_frame_headers_frame: m("http2.MetaHeadersFrame", "HeadersFrame")?,
-            meta_headers_frame_fields: m("http2.MetaHeadersFrame", "Fields")?,
-            headers_frame_stream_id: m("http2.HeadersFrame", "FrameHeader")?
-                + m("http2.FrameHeader", "StreamID")?,
-            write_res_headers_stream_id: m("http2.writeResHeaders", "streamID")?,
-            write_res_headers_status: m("http2.writeResHeaders", "httpResCode")?,
-            header_field_size: self.byte_size(&format!("{prefix}golang.org/x/net/{field}"))?,
-            header_field_name: m(field, "Name")?,
-            header_field_value: m(field, "Value")?,
-            header_field_sensitive: m(field, "Sensitive")?,
-            write_res_headers_header: m("http2.writeResHeaders", "h")?,
-            write_res_headers_date: m("http2.writeResHeaders", "date")?,
-            write_res_headers_content_type: m("http2.writeResHeaders", "contentType")?,
-            write_res_headers_content_length: m("http2.writeResHeaders", "contentLength")?,
+            server_conn_conn: m("serverConn", "conn")?,
+            meta_headers_frame_headers_frame: m("MetaHeadersFrame", "HeadersFrame")?,
+            meta_headers_frame_fields: m("MetaHeadersFrame", "Fields")?,
+            headers_frame_stream_id: m("HeadersFrame", "FrameHeader")?
+                + m("FrameHeader", "StreamID")?,
+            write_res_headers_stream_id: m("writeResHeaders", "streamID")?,
+            write_res_headers_status: m("writeResHeaders", "httpResCode")?,
+            header_field_size: self.byte_size(&field)?,
+            header_field_name: h("Name")?,
+            header_field_value: h("Value")?,
+            header_field_sensitive: h("Sensitive")?,
+            write_res_headers_header: m("writeResHeaders", "h")?,
+            write_res_headers_date: m("writeResHeaders", "date")?,
+            write_res_headers_content_type: m("writeResHeaders", "contentType")?,
+            write_res_headers_content_length: m("writeResHeaders", "contentLength")?,
         })
     }
 

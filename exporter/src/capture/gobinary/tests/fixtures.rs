@@ -68,6 +68,40 @@ pub fn go119(test: &str) -> Option<&'static Fixture> {
     )
 }
 
+/// The newest Go release the module proxy serves here (the go command fetches it when
+/// `GOTOOLCHAIN` names it; see the README).
+pub const PROXY_GO: &str = "go1.27.3";
+
+/// The `go` binary of a release the go command fetches from the module proxy (cached in the
+/// module cache after the first time).
+pub fn proxy_toolchain(release: &str) -> Result<PathBuf, String> {
+    let output = Command::new("go")
+        .env("GOTOOLCHAIN", release)
+        .args(["env", "GOROOT"])
+        .output()
+        .map_err(|e| format!("cannot run go: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "GOTOOLCHAIN={release} go env GOROOT: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let root = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    Ok(Path::new(&root).join("bin/go"))
+}
+
+/// Built with go1.27.3 from the module proxy.
+pub fn go127(test: &str) -> Option<&'static Fixture> {
+    static STATE: OnceLock<Prepared> = OnceLock::new();
+    prepared(
+        STATE.get_or_init(|| match proxy_toolchain(PROXY_GO) {
+            Ok(go) => prepare(&go, false),
+            Err(why) => Prepared::ToolchainMissing(why),
+        }),
+        test,
+    )
+}
+
 /// Builds with any toolchain (no caching across calls; used for the extra-versions check).
 pub fn with_toolchain(go: &Path) -> Result<Fixture, String> {
     match prepare(go, false) {

@@ -307,6 +307,34 @@ fn check_offsets_against_dwarf(fixture: &Fixture) -> GoOffsets {
         table, from_dwarf,
         "{label}: offsets table disagrees with DWARF"
     );
+    // The record probe's offsets come from Read's code, not the table: c.input as Read's loop
+    // condition loads it, and bytes.Reader as GoBytesReader lays it out.
+    let read_fn = binary.function("crypto/tls.(*Conn).Read").unwrap();
+    let sites = binary
+        .record_read_sites(&read_fn)
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
+    assert_eq!(
+        sites.conn_input,
+        layouts.member("crypto/tls.Conn", "input").unwrap(),
+        "{label}: c.input found in Read's code disagrees with DWARF"
+    );
+    for (member, offset) in [("s", 0), ("i", 24)] {
+        assert_eq!(
+            layouts.member("bytes.Reader", member).unwrap(),
+            offset,
+            "{label}: bytes.Reader.{member}"
+        );
+    }
+    // Read calls readRecordOrCCS in its loop and before peeking at a close_notify alert.
+    assert_eq!(sites.after_calls.len(), 2, "{label}: {sites:?}");
+    let data = read(&fixture.stripped);
+    for &after_call in &sites.after_calls {
+        assert_eq!(
+            data[after_call as usize - 5],
+            0xe8,
+            "{label}: no call rel32 before {after_call:#x}"
+        );
+    }
     // The 1.18+ pclntab reader may take the text start from `runtime.firstmoduledata`.
     if binary.pclntab_format().entries_relative_to_text() {
         assert_eq!(
@@ -337,6 +365,22 @@ fn go119_binary() {
 #[test]
 fn offsets_table_matches_dwarf_latest() {
     let Some(fixture) = fixtures::latest("offsets_table_matches_dwarf_latest") else {
+        return;
+    };
+    check_offsets_against_dwarf(fixture);
+}
+
+#[test]
+fn go127_binary() {
+    let Some(fixture) = fixtures::go127("go127_binary") else {
+        return;
+    };
+    check_fixture(fixture);
+}
+
+#[test]
+fn offsets_table_matches_dwarf_go127() {
+    let Some(fixture) = fixtures::go127("offsets_table_matches_dwarf_go127") else {
         return;
     };
     check_offsets_against_dwarf(fixture);
@@ -626,23 +670,35 @@ fn modern_kube_apiservers_have_every_probe_point() {
         assert_eq!(binary.go_version().unwrap().minor, go_minor, "{build}");
         let mode = if pie { "pie" } else { "exe" };
         assert_eq!(binary.build_setting("-buildmode"), Some(mode), "{build}");
-        let points = crate::capture::tracer::ProbePoints::find(&path)
-            .unwrap_or_else(|e| panic!("kube-apiserver {build}: {e:#}"));
+        let points = crate::capture::tracer::ProbePoints::find(
+            &path,
+            crate::capture::config::ReadProbeMode::Record,
+        )
+        .unwrap_or_else(|e| panic!("kube-apiserver {build}: {e:#}"));
         let hooks = points
             .header_hooks
             .as_ref()
             .unwrap_or_else(|e| panic!("kube-apiserver {build}: no header hooks: {e}"));
         assert!(hooks.response_from_header_map, "{build}");
+        let crate::capture::tracer::ReadProbes::Records { after_calls } = &points.reads else {
+            panic!(
+                "kube-apiserver {build}: reads not probed per record: {}",
+                points.reads
+            );
+        };
+        assert!(!after_calls.is_empty(), "{build}");
+        // go1.26's tls.Conn (see the DWARF check of the go1.26 fixture).
+        assert_eq!(points.offsets.tls_conn_input, 0x2c8, "{build}");
         let write = binary.function("crypto/tls.(*Conn).Write").unwrap();
         assert!(
             points.write_entry > write.file_offset,
             "{build}: Write probe at the entry"
         );
         eprintln!(
-            "kube-apiserver {build}: go{go_minor}, x/net {:?}, {} Read RETs, probes after the \
+            "kube-apiserver {build}: go{go_minor}, x/net {:?}, reads {}, probes after the \
              stack check at Write+{}, processHeaders+{}, writeFrame+{}",
             hooks.xnet_version,
-            points.read_returns.len(),
+            points.reads,
             points.write_entry - write.file_offset,
             hooks.process_headers
                 - binary
@@ -958,6 +1014,72 @@ fn http2_offsets_match_dwarf_latest() {
             check_http2_fixture(&fixture);
         }
     }
+}
+
+/// From Go 1.27 x/net's `http2.ConfigureServer` wraps the standard library's own server
+/// (`net/http/internal/http2`, x/net's code moved there, with the standard library's vendored
+/// hpack): the hooks go there, with offsets keyed by the Go release, equal to its DWARF.
+#[test]
+fn std_http2_offsets_match_dwarf_go127() {
+    let test = "std_http2_offsets_match_dwarf_go127";
+    let go = match fixtures::proxy_toolchain(fixtures::PROXY_GO) {
+        Ok(go) => go,
+        Err(why) if !fixtures::tools_required() => {
+            eprintln!("SKIP {test}: {why}");
+            return;
+        }
+        Err(why) => panic!("{test}: {why}"),
+    };
+    let Some(fixture) = fixtures::http2(&go, VERIFIED_XNET_VERSIONS[2], test) else {
+        return;
+    };
+    let label = format!("{} x/net {}", fixture.go_version, fixture.xnet_version);
+    let binary = open(&fixture.stripped);
+    assert!(
+        binary
+            .functions_with_suffix("golang.org/x/net/http2.(*serverConn).processHeaders")
+            .is_empty(),
+        "{label}: x/net's own server is linked in"
+    );
+    let hooks = crate::capture::tracer::HeaderHookPoints::find(&binary)
+        .unwrap_or_else(|e| panic!("{label}: {e:#}"));
+    assert_eq!(hooks.offsets_source, Http2OffsetsSource::StandardLibrary);
+    let entry = |name: &str| {
+        let function = binary
+            .function(name)
+            .unwrap_or_else(|| panic!("{label}: {name} missing"));
+        binary.entry_probe_file_offset(&function).unwrap()
+    };
+    assert_eq!(
+        hooks.process_headers,
+        entry("net/http/internal/http2.(*serverConn).processHeaders")
+    );
+    assert_eq!(
+        hooks.write_res_headers,
+        entry("net/http/internal/http2.(*writeResHeaders).writeFrame")
+    );
+    // The standard library's vendored encoder, which its server writes with.
+    assert_eq!(
+        hooks.write_field,
+        entry("vendor/golang.org/x/net/http2/hpack.(*Encoder).WriteField")
+    );
+    assert!(hooks.response_from_header_map, "{label}");
+    let layouts = dwarf::struct_layouts(&read(&fixture.unstripped)).unwrap();
+    let from_dwarf = layouts
+        .http2_offsets_in(
+            "net/http/internal/http2",
+            "vendor/golang.org/x/net/http2/hpack",
+        )
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
+    assert_eq!(
+        hooks.offsets, from_dwarf,
+        "{label}: standard-library HTTP/2 offsets disagree with DWARF"
+    );
+    assert_eq!(
+        layouts.members_in_order("vendor/golang.org/x/net/http2/hpack.HeaderField"),
+        ["Name", "Value", "Sensitive"],
+        "{label}"
+    );
 }
 
 /// A server on net/http's bundled HTTP/2 only (the TLS fixture) has no x/net `serverConn`: no
