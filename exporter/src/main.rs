@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use apiscope::capture::TlsChunk;
 use apiscope::capture::config::{CaptureConfig, parse_duration};
 use apiscope::capture::metrics::CaptureMetrics;
+use apiscope::capture::queue::chunk_queue;
 use apiscope::capture::run::{FLUSH_GRACE, run_capture};
 use apiscope::k8s::ApiRequest;
 use apiscope::pipeline::{DecodeConfig, DecodeMetrics, DecodePipeline};
@@ -20,7 +21,7 @@ use apiscope::sinks::prometheus::serve_metrics;
 use apiscope::sinks::stdout::{OutputFormat, table_header, write_chunk, write_request};
 use clap::{Parser, Subcommand};
 use prometheus_client::registry::Registry;
-use tokio::sync::mpsc;
+
 use tracing::info;
 
 #[derive(Parser)]
@@ -153,7 +154,7 @@ async fn capture(
         Some(address) => Some(serve_metrics(address, Arc::new(registry)).await?.1),
         None => None,
     };
-    let (sender, mut receiver) = mpsc::channel::<TlsChunk>(config.queue_capacity.max(1));
+    let (sender, mut receiver) = chunk_queue(config.queue_capacity);
     let mut recording = record.as_deref().map(PcapngWriter::create).transpose()?;
     // Decoding and output run on their own thread: they must not stall the ring-buffer reader.
     let runtime = tokio::runtime::Handle::current();
@@ -165,11 +166,15 @@ async fn capture(
                 receiver.recv(),
             ));
             match next {
-                Ok(Some(chunk)) => {
-                    if let Some(recording) = recording.as_mut() {
-                        recording.write_chunk(&chunk)?;
+                Ok(Some(batch)) => {
+                    for chunk in &batch {
+                        if let Some(recording) = recording.as_mut() {
+                            recording.write_chunk(chunk)?;
+                        }
+                        output.chunk(chunk)?;
                     }
-                    output.chunk(&chunk)?;
+                    // Requests decoded from the batch become visible together: one write.
+                    output.flush()?;
                 }
                 Ok(None) => break,
                 Err(_quiet_second) => output.refresh_gauges(),
@@ -233,6 +238,8 @@ struct Output {
     sinks: Sinks,
     otlp_flush: std::time::Duration,
     requests: Vec<ApiRequest>,
+    /// Requests written to `out` but not flushed yet.
+    unflushed: bool,
     last_idle_check_ns: u64,
     last_gauge_update_ns: u64,
 }
@@ -270,6 +277,7 @@ impl Output {
             sinks,
             otlp_flush,
             requests: Vec::new(),
+            unflushed: false,
             last_idle_check_ns: 0,
             last_gauge_update_ns: 0,
         })
@@ -293,7 +301,14 @@ impl Output {
         }
         if !self.requests.is_empty() {
             self.write_requests()?;
-            // Requests are rare next to chunks: make each visible as it is decoded.
+            self.unflushed = true;
+        }
+        Ok(())
+    }
+
+    /// Makes the requests written since the last flush visible (the writer is buffered).
+    fn flush(&mut self) -> Result<()> {
+        if std::mem::take(&mut self.unflushed) {
             self.out.flush()?;
         }
         Ok(())

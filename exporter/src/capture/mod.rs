@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod ebpf_object;
 pub mod gobinary;
 pub mod metrics;
+pub mod queue;
 pub mod run;
 pub mod tracer;
 

@@ -6,21 +6,21 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::io::unix::AsyncFd;
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::chunk::{ChunkEventKind, TlsChunk};
 use super::config::CaptureConfig;
 use super::discovery::{diff_targets, find_targets};
 use super::metrics::CaptureMetrics;
+use super::queue::ChunkSender;
 use super::tracer::{ConnectionTable, Tracer, parse_record};
 
-/// Runs until `stop` resolves, sending chunks to `chunks`. When the receiver lags, chunks are
-/// dropped and counted rather than letting the ring buffer fill.
+/// Runs until `stop` resolves, sending chunks to `chunks`, a batch per drain. When the receiver
+/// lags, chunks are dropped and counted rather than letting the ring buffer fill.
 pub async fn run_capture(
     config: CaptureConfig,
     metrics: Arc<CaptureMetrics>,
-    chunks: mpsc::Sender<TlsChunk>,
+    chunks: ChunkSender,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let mut tracer = Tracer::load(&config, metrics.clone())?;
@@ -108,8 +108,13 @@ fn drain(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
     connections: &mut ConnectionTable,
     metrics: &CaptureMetrics,
-    chunks: &mpsc::Sender<TlsChunk>,
+    chunks: &ChunkSender,
 ) {
+    let mut batch: Vec<TlsChunk> = Vec::new();
+    let send = |batch: &mut Vec<TlsChunk>| {
+        let dropped = chunks.send(std::mem::take(batch));
+        metrics.queue_full_drops.inc_by(dropped as u64);
+    };
     while let Some(record) = ring.next() {
         let Ok((header, payload)) = parse_record(&record) else {
             metrics.malformed_events.inc();
@@ -132,11 +137,17 @@ fn drain(
                 .bytes_not_captured
                 .inc_by(u64::from(header.len) - payload.len() as u64);
         }
-        if chunks.try_send(chunk).is_err() {
-            metrics.queue_full_drops.inc();
+        batch.push(chunk);
+        if batch.len() >= MAX_BATCH_CHUNKS {
+            send(&mut batch);
         }
     }
+    send(&mut batch);
 }
+
+/// Most chunks handed over in one batch: a full ring buffer is drained in several, so the
+/// decoder starts on the first while the rest are read.
+const MAX_BATCH_CHUNKS: usize = 512;
 
 fn sync_kernel_counters(tracer: &Tracer, metrics: &CaptureMetrics) {
     match tracer.kernel_counters() {
