@@ -11,7 +11,9 @@ use apiscope::capture::config::{CaptureConfig, parse_duration};
 use apiscope::capture::metrics::CaptureMetrics;
 use apiscope::capture::queue::chunk_queue;
 use apiscope::capture::run::{FLUSH_GRACE, run_capture};
+use apiscope::capture::tracer::ProbePoints;
 use apiscope::k8s::ApiRequest;
+use apiscope::k8s::release::KubernetesRelease;
 use apiscope::pipeline::{DecodeConfig, DecodeMetrics, DecodePipeline};
 use apiscope::policy::CapturePolicy;
 use apiscope::record::{ChunkReader, PcapngWriter, realtime_minus_monotonic_ns};
@@ -155,6 +157,7 @@ async fn capture(
         None => None,
     };
     let (sender, mut receiver) = chunk_queue(config.queue_capacity);
+    let request_metrics = output.sinks.metrics.clone();
     let mut recording = record.as_deref().map(PcapngWriter::create).transpose()?;
     // Decoding and output run on their own thread: they must not stall the ring-buffer reader.
     let runtime = tokio::runtime::Handle::current();
@@ -200,7 +203,19 @@ async fn capture(
             _ = timeout => info!("duration reached: stopping"),
         }
     };
-    let result = run_capture(config, metrics.clone(), sender, stop).await;
+    // The release's labelling rules, from the binary's build info unless --kubernetes-version
+    // fixed them (and before the traffic's loopback User-Agent could tell).
+    let on_attach = move |pid: u32, points: &ProbePoints| {
+        if request_metrics.release_fixed() {
+            return;
+        }
+        let version = |module: &str| points.module_versions.get(module).map(String::as_str);
+        if let Some(release) = KubernetesRelease::from_build_info(version) {
+            info!(pid, release = %release, "Kubernetes release from the build info");
+            request_metrics.set_release(release);
+        }
+    };
+    let result = run_capture(config, metrics.clone(), sender, on_attach, stop).await;
     tokio::time::timeout(FLUSH_GRACE, writer)
         .await
         .context("output did not finish in time")?

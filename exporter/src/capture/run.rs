@@ -13,14 +13,16 @@ use super::config::CaptureConfig;
 use super::discovery::{diff_targets, find_targets};
 use super::metrics::CaptureMetrics;
 use super::queue::ChunkSender;
-use super::tracer::{ConnectionTable, Tracer, parse_record};
+use super::tracer::{ConnectionTable, ProbePoints, Tracer, parse_record};
 
 /// Runs until `stop` resolves, sending chunks to `chunks`, a batch per drain. When the receiver
-/// lags, chunks are dropped and counted rather than letting the ring buffer fill.
+/// lags, chunks are dropped and counted rather than letting the ring buffer fill. `on_attach`
+/// hears of each process attached, with what its binary told.
 pub async fn run_capture(
     config: CaptureConfig,
     metrics: Arc<CaptureMetrics>,
     chunks: ChunkSender,
+    mut on_attach: impl FnMut(u32, &ProbePoints),
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let mut tracer = Tracer::load(&config, metrics.clone())?;
@@ -59,6 +61,7 @@ pub async fn run_capture(
                                 reads = %points.reads,
                                 header_hooks = attached.header_hooks.is_ok(), "attached"
                             );
+                            on_attach(target.pid, points);
                             match (&attached.header_hooks, &points.header_hooks) {
                                 (Ok(()), Ok(hooks)) => info!(
                                     pid = target.pid,

@@ -188,6 +188,9 @@ pub struct ProbePoints {
     pub header_hooks: Result<HeaderHookPoints, String>,
     /// Built by a Go release newer than the offsets table: TLS capture only.
     pub newer_than_offsets_table: bool,
+    /// Module dependencies and their versions from the build info (what later stages learn
+    /// about the program from, e.g. its Kubernetes release).
+    pub module_versions: BTreeMap<String, String>,
 }
 
 impl ProbePoints {
@@ -247,8 +250,14 @@ impl ProbePoints {
         } else {
             HeaderHookPoints::find(&binary).map_err(|e| format!("{e:#}"))
         };
+        let module_versions = binary
+            .dependencies()
+            .into_iter()
+            .map(|(path, version)| (path.to_string(), version.to_string()))
+            .collect();
         Ok(ProbePoints {
             newer_than_offsets_table,
+            module_versions,
             go_version: version.to_string(),
             offsets,
             header_hooks,

@@ -321,6 +321,11 @@ impl RequestMetrics {
         self.release_fixed.store(true, Ordering::Relaxed);
     }
 
+    /// Whether `set_release` was called (a flag or the binary named the release).
+    pub fn release_fixed(&self) -> bool {
+        self.release_fixed.load(Ordering::Relaxed)
+    }
+
     /// The rules in force for `request`, learning the release from the apiserver's loopback
     /// client when it is not fixed.
     pub fn label_rules(&self, request: &ApiRequest) -> LabelRules {

@@ -76,22 +76,31 @@ pub(super) struct BuildInfo {
 impl BuildInfo {
     /// Version of a module dependency from the module info, following a `=>` replacement.
     pub fn dependency_version(&self, module_path: &str) -> Option<&str> {
-        let mut found = None;
+        self.dependencies()
+            .into_iter()
+            .find(|(path, _)| *path == module_path)
+            .map(|(_, version)| version)
+    }
+
+    /// Every module dependency with its version, following `=>` replacements (a replacement
+    /// line belongs to the `dep` line right before it), in build-info order.
+    pub fn dependencies(&self) -> Vec<(&str, &str)> {
+        let mut dependencies: Vec<(&str, &str)> = Vec::new();
         for line in self.modinfo.lines() {
             let mut fields = line.split('\t');
             match (fields.next(), fields.next(), fields.next()) {
-                (Some("dep"), Some(path), version) if path == module_path => {
-                    found = Some(version.unwrap_or(""));
+                (Some("dep"), Some(path), version) => {
+                    dependencies.push((path, version.unwrap_or("")));
                 }
-                // A replacement line belongs to the `dep` line right before it.
-                (Some("=>"), Some(_), Some(version)) if found.is_some() && !version.is_empty() => {
-                    return Some(version);
+                (Some("=>"), Some(_), Some(version)) if !version.is_empty() => {
+                    if let Some(last) = dependencies.last_mut() {
+                        last.1 = version;
+                    }
                 }
-                _ if found.is_some() => return found,
                 _ => {}
             }
         }
-        found
+        dependencies
     }
 
     /// A build setting (`build\tKEY=VALUE` line, e.g. `GOEXPERIMENT`, `-buildmode`).
@@ -260,6 +269,14 @@ mod tests {
         );
         assert_eq!(info.dependency_version("k8s.io/api"), Some("v0.0.0"));
         assert_eq!(info.dependency_version("golang.org/x/sys"), None);
+        assert_eq!(
+            info.dependencies(),
+            [
+                ("golang.org/x/net", "v0.17.0"),
+                ("google.golang.org/grpc", "v1.58.3"),
+                ("k8s.io/api", "v0.0.0"),
+            ]
+        );
     }
 
     #[test]

@@ -158,6 +158,14 @@ impl GoBinary {
         self.build_info.as_ref()?.dependency_version(module_path)
     }
 
+    /// Every module dependency and its version (after replacement) from the build info.
+    pub fn dependencies(&self) -> Vec<(&str, &str)> {
+        self.build_info
+            .as_ref()
+            .map(BuildInfo::dependencies)
+            .unwrap_or_default()
+    }
+
     /// A build setting from the build info (`GOEXPERIMENT`, `-buildmode`, `CGO_ENABLED`...).
     pub fn build_setting(&self, key: &str) -> Option<&str> {
         self.build_info.as_ref()?.setting(key)

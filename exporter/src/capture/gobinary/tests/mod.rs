@@ -689,6 +689,17 @@ fn modern_kube_apiservers_have_every_probe_point() {
         assert!(!after_calls.is_empty(), "{build}");
         // go1.26's tls.Conn (see the DWARF check of the go1.26 fixture).
         assert_eq!(points.offsets.tls_conn_input, 0x2c8, "{build}");
+        // The release the request metrics' labelling rules follow, from the build info.
+        let release = crate::k8s::release::KubernetesRelease::from_build_info(|module| {
+            points.module_versions.get(module).map(String::as_str)
+        });
+        assert_eq!(
+            release
+                .map(|r| format!("1.{}.{}", r.minor, r.patch))
+                .as_deref(),
+            build.strip_suffix("-pie").or(Some(build)),
+            "{build}"
+        );
         let write = binary.function("crypto/tls.(*Conn).Write").unwrap();
         assert!(
             points.write_entry > write.file_offset,
