@@ -2,9 +2,10 @@
 //! (`tests/go/probe-fixture`: golang.org/x/net/http2 as kube-apiserver serves, stripped as
 //! release binaries are) with every Go release this machine can get: its own Go (plain and
 //! PIE, and once more with Read probed at its RETs), go1.27.3 from the module proxy (plain and
-//! PIE), Debian's go1.19 (no swiss-table maps: the field-by-field response hooks), and the
-//! machine's build with its build info claiming a Go release newer than the offsets table
-//! (TLS capture only, no header hooks, logged and counted). A verifier rejection, a missing
+//! PIE), Debian's go1.19 (no swiss-table maps: the field-by-field response hooks), a twin on
+//! net/http's bundled HTTP/2 only (`tests/go/probe-fixture-bundled`: not hooked, TLS capture
+//! only), and the machine's build with its build info claiming a Go release newer than the
+//! offsets table (TLS capture only, no header hooks, logged and counted). A verifier rejection, a missing
 //! symbol or a prologue the probes cannot use fails here, named, without a Kubernetes build.
 //! Also checks, with exact counts from h2load, that requests on new connections decode from
 //! the wire and that requests on connections opened before apiscope attached get their headers
@@ -36,8 +37,19 @@ enum Toolchain {
     Machine,
     /// `go` with `GOTOOLCHAIN=<release>`: the go command fetches it from the module proxy.
     Proxy(&'static str),
-    /// Debian's go1.19, with the fixture's go1.19 module (an x/net that still builds on it).
+    /// Debian's go1.19.
     Debian119,
+}
+
+/// Which server the fixture is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Server {
+    /// `tests/go/probe-fixture`: golang.org/x/net/http2, as kube-apiserver serves.
+    XNet,
+    /// The same `main.go` in `tests/go/probe-fixture-go1.19`: an x/net that builds with go1.19.
+    XNetGo119,
+    /// `tests/go/probe-fixture-bundled`: net/http's bundled HTTP/2 only (not hooked).
+    Bundled,
 }
 
 /// One build of the fixture and how apiscope is run on it.
@@ -45,6 +57,7 @@ enum Toolchain {
 struct Variant {
     label: &'static str,
     toolchain: Toolchain,
+    server: Server,
     pie: bool,
     /// Rewrites the Go version in the build info to one newer than the offsets table.
     claim_newer_go: bool,
@@ -55,6 +68,7 @@ const MATRIX: &[Variant] = &[
     Variant {
         label: "machine Go",
         toolchain: Toolchain::Machine,
+        server: Server::XNet,
         pie: false,
         claim_newer_go: false,
         read_probe: "record",
@@ -62,6 +76,7 @@ const MATRIX: &[Variant] = &[
     Variant {
         label: "machine Go, PIE",
         toolchain: Toolchain::Machine,
+        server: Server::XNet,
         pie: true,
         claim_newer_go: false,
         read_probe: "record",
@@ -69,6 +84,7 @@ const MATRIX: &[Variant] = &[
     Variant {
         label: "machine Go, Read probed at its RETs",
         toolchain: Toolchain::Machine,
+        server: Server::XNet,
         pie: false,
         claim_newer_go: false,
         read_probe: "return",
@@ -76,6 +92,7 @@ const MATRIX: &[Variant] = &[
     Variant {
         label: "go1.27.3",
         toolchain: Toolchain::Proxy(PROXY_GO),
+        server: Server::XNet,
         pie: false,
         claim_newer_go: false,
         read_probe: "record",
@@ -83,6 +100,7 @@ const MATRIX: &[Variant] = &[
     Variant {
         label: "go1.27.3, PIE",
         toolchain: Toolchain::Proxy(PROXY_GO),
+        server: Server::XNet,
         pie: true,
         claim_newer_go: false,
         read_probe: "record",
@@ -90,6 +108,15 @@ const MATRIX: &[Variant] = &[
     Variant {
         label: "go1.19",
         toolchain: Toolchain::Debian119,
+        server: Server::XNetGo119,
+        pie: false,
+        claim_newer_go: false,
+        read_probe: "record",
+    },
+    Variant {
+        label: "machine Go, net/http's bundled HTTP/2 only",
+        toolchain: Toolchain::Machine,
+        server: Server::Bundled,
         pie: false,
         claim_newer_go: false,
         read_probe: "record",
@@ -97,6 +124,7 @@ const MATRIX: &[Variant] = &[
     Variant {
         label: "machine Go claiming a release newer than the offsets table",
         toolchain: Toolchain::Machine,
+        server: Server::XNet,
         pie: false,
         claim_newer_go: true,
         read_probe: "record",
@@ -172,12 +200,14 @@ fn run(variant: &Variant) -> Result<()> {
         ],
     )?;
     capture.wait_attached(server.pid())?;
-    let header_hooks = if variant.claim_newer_go {
+    let header_hooks = if variant.claim_newer_go || variant.server == Server::Bundled {
+        let why = if variant.claim_newer_go {
+            "newer than the offsets table"
+        } else {
+            "no x/net HTTP/2 server in this binary"
+        };
         capture.wait_for_log(
-            &[
-                "HTTP/2 header hooks unavailable",
-                "newer than the offsets table",
-            ],
+            &["HTTP/2 header hooks unavailable", why],
             Duration::from_secs(10),
         )?;
         None
@@ -267,16 +297,17 @@ fn run(variant: &Variant) -> Result<()> {
         );
     }
     let pre = count("pre-attach", "get");
-    if variant.claim_newer_go {
-        ensure!(
-            metrics
-                .lines()
-                .any(|l| l == "apiscope_capture_newer_go_release_attaches_total 1"),
-            "newer Go release not counted in the metrics"
-        );
+    let newer_counted = metrics
+        .lines()
+        .any(|l| l == "apiscope_capture_newer_go_release_attaches_total 1");
+    ensure!(
+        newer_counted == variant.claim_newer_go,
+        "apiscope_capture_newer_go_release_attaches_total: counted {newer_counted}"
+    );
+    if header_hooks.is_none() {
         ensure!(
             pre.iter().all(|r| r.headers_source != "hook"),
-            "header hooks on a release newer than the table"
+            "header-hook requests from a binary without header hooks"
         );
     } else {
         ensure!(
@@ -344,10 +375,11 @@ fn fires(probe: Probe, read_probe: &str, header_hooks: Option<bool>) -> bool {
 /// Builds the fixture release-like (stripped, trimmed paths) with the variant's Go.
 fn build_fixture(dir: &Path, variant: &Variant) -> Result<PathBuf> {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("go");
-    let source = match variant.toolchain {
-        Toolchain::Machine | Toolchain::Proxy(_) => fixtures.join("probe-fixture"),
+    let source = match variant.server {
+        Server::XNet => fixtures.join("probe-fixture"),
+        Server::Bundled => fixtures.join("probe-fixture-bundled"),
         // The same main.go in a module whose x/net still builds with go1.19.
-        Toolchain::Debian119 => {
+        Server::XNetGo119 => {
             let module = dir.join("module-go1.19");
             std::fs::create_dir_all(&module)?;
             for (from, to) in [

@@ -14,9 +14,10 @@
 //! (`input + 24`) from the receiver, the only pair of loads 16 bytes apart from one base
 //! register in the instructions before the first call.
 
-use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, OpKind, Register};
+use iced_x86::{Code, FlowControl, OpKind, Register};
 
 use super::GoBinaryError;
+use super::rets::for_each_instruction;
 
 /// How many instructions before the first call the loop condition's loads are looked for
 /// (go1.19 to go1.27 have them within the last 12).
@@ -37,20 +38,11 @@ pub(super) fn record_read_sites(
     entry: u64,
     read_record: &[u64],
 ) -> Result<RecordReadSites, GoBinaryError> {
-    let mut decoder = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
-    let mut instruction = Instruction::default();
     // Plain 64-bit loads `mov reg, [base + displacement]` since the last call, in order.
     let mut loads: Vec<(Register, u64)> = Vec::new();
     let mut condition_loads: Option<Vec<(Register, u64)>> = None;
     let mut after_calls = Vec::new();
-    while decoder.can_decode() {
-        decoder.decode_out(&mut instruction);
-        if instruction.is_invalid() {
-            return Err(GoBinaryError::Malformed(format!(
-                "invalid x86-64 instruction at {:#x} (function at {entry:#x})",
-                instruction.ip()
-            )));
-        }
+    for_each_instruction(code, entry, |instruction| {
         if instruction.flow_control() == FlowControl::Call {
             let target = (instruction.op0_kind() == OpKind::NearBranch64)
                 .then(|| instruction.near_branch64());
@@ -62,7 +54,7 @@ pub(super) fn record_read_sites(
                 after_calls.push(instruction.next_ip() - entry);
             }
             loads.clear();
-            continue;
+            return;
         }
         if instruction.code() == Code::Mov_r64_rm64
             && instruction.op1_kind() == OpKind::Memory
@@ -81,7 +73,7 @@ pub(super) fn record_read_sites(
         if loads.len() > 4 * CONDITION_WINDOW {
             loads.drain(..loads.len() - CONDITION_WINDOW);
         }
-    }
+    })?;
     let Some(condition_loads) = condition_loads else {
         return Err(GoBinaryError::Unsupported(
             "Read calls neither readRecordOrCCS nor readRecord".into(),

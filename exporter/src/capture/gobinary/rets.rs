@@ -13,9 +13,25 @@ use super::GoBinaryError;
 /// instruction is at virtual address `entry`. `code` must end on an instruction boundary (the
 /// next function's entry; the `INT3` padding in between decodes as instructions too).
 pub(super) fn ret_offsets(code: &[u8], entry: u64) -> Result<Vec<u64>, GoBinaryError> {
+    let mut rets = Vec::new();
+    for_each_instruction(code, entry, |instruction| {
+        // Near returns only (`ret`, `ret imm16`); Go never emits far returns.
+        if instruction.mnemonic() == Mnemonic::Ret {
+            rets.push(instruction.ip() - entry);
+        }
+    })?;
+    Ok(rets)
+}
+
+/// Decodes the whole body strictly, in order: an invalid instruction is an error, since a
+/// probe placed off an instruction boundary would corrupt the target's code.
+pub(super) fn for_each_instruction(
+    code: &[u8],
+    entry: u64,
+    mut visit: impl FnMut(&Instruction),
+) -> Result<(), GoBinaryError> {
     let mut decoder = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
     let mut instruction = Instruction::default();
-    let mut rets = Vec::new();
     while decoder.can_decode() {
         decoder.decode_out(&mut instruction);
         if instruction.is_invalid() {
@@ -24,12 +40,9 @@ pub(super) fn ret_offsets(code: &[u8], entry: u64) -> Result<Vec<u64>, GoBinaryE
                 instruction.ip()
             )));
         }
-        // Near returns only (`ret`, `ret imm16`); Go never emits far returns.
-        if instruction.mnemonic() == Mnemonic::Ret {
-            rets.push(instruction.ip() - entry);
-        }
+        visit(&instruction);
     }
-    Ok(rets)
+    Ok(())
 }
 
 #[cfg(test)]

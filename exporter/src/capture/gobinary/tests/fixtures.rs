@@ -72,11 +72,17 @@ pub fn go119(test: &str) -> Option<&'static Fixture> {
 /// `GOTOOLCHAIN` names it; see the README).
 pub const PROXY_GO: &str = "go1.27.3";
 
-/// The `go` binary of a release the go command fetches from the module proxy (cached in the
-/// module cache after the first time).
+/// The `go` binary of a release the go command fetches from the module proxy, into the same
+/// module cache as the end-to-end tests' Go builds (`$APISCOPE_CACHE/go/modcache`), once.
 pub fn proxy_toolchain(release: &str) -> Result<PathBuf, String> {
+    let cache = std::env::var_os("APISCOPE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/apiscope")
+        });
     let output = Command::new("go")
         .env("GOTOOLCHAIN", release)
+        .env("GOMODCACHE", cache.join("go/modcache"))
         .args(["env", "GOROOT"])
         .output()
         .map_err(|e| format!("cannot run go: {e}"))?;

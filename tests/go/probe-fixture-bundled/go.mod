@@ -1,0 +1,3 @@
+module apiscope.test/probe-fixture-bundled
+
+go 1.25.0
