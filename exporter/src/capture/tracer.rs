@@ -105,7 +105,7 @@ impl HeaderHookPoints {
         let write_field = function(&write_field_name)?;
         let write_res_headers_returns = binary.ret_file_offsets(&write_res_headers)?;
         if write_res_headers_returns.is_empty() {
-            bail!("{WRITE_RES_HEADERS}: no RET instruction found");
+            bail!("{write_res_headers_name}: no RET instruction found");
         }
         let xnet_version = binary.dependency_version(XNET_MODULE).map(str::to_owned);
         let (offsets, offsets_source) = if from_std {
