@@ -10,8 +10,9 @@
 //! Every hit is a trap inside one of the traced process's threads (~13 µs on the virtualised
 //! kernel this was measured on), so each probe earns its place: entry probes sit after the
 //! function's stack-bound check (a goroutine that grows its stack re-runs the prologue, and a
-//! probe at the entry would fire twice), Read is probed at its RETs only (its arguments are
-//! read back from their ABI spill slots), and events wake the consumer in batches.
+//! probe at the entry would fire twice), Read is probed once per TLS record after its call to
+//! readRecordOrCCS, or else at its RETs (its arguments read back from their ABI spill slots
+//! either way), and events wake the consumer in batches.
 //!
 //! One file per hook in `probes/`; maps in `maps.rs`; event building shared in `emit.rs`.
 #![no_std]

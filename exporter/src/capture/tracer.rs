@@ -559,12 +559,18 @@ pub fn parse_record(record: &[u8]) -> Result<(ChunkHeader, &[u8])> {
 
 /// Assigns connection identities: (pid, *tls.Conn) plus the time the connection was first seen,
 /// forgotten at Close or when its process goes away. Bounded: past `capacity` the oldest
-/// connection is forgotten and counted.
+/// connection is forgotten and counted. A Read that returns after its connection's Close (the
+/// reading goroutine was already waiting) re-creates the entry; so an entry whose remote
+/// address differs from a chunk's is a new connection at a reused `*tls.Conn` address, not the
+/// old one continued.
 pub struct ConnectionTable {
-    first_seen: HashMap<(u32, u64), u64>,
+    first_seen: HashMap<(u32, u64), (u64, RemoteEnd)>,
     capacity: usize,
     metrics: Arc<CaptureMetrics>,
 }
+
+/// The peer's address and port as the kernel side read them (zero when unknown).
+type RemoteEnd = ([u8; 16], u16);
 
 impl ConnectionTable {
     pub fn new(capacity: usize, metrics: Arc<CaptureMetrics>) -> Self {
@@ -577,16 +583,20 @@ impl ConnectionTable {
 
     pub fn chunk(&mut self, header: &ChunkHeader, payload: &[u8]) -> Option<TlsChunk> {
         let key = (header.pid, header.conn_ptr);
+        let sockets = &header.conn.sockets;
+        let remote: RemoteEnd = (sockets.remote_addr, sockets.remote_port);
+        let known = |end: &RemoteEnd| end.1 != 0;
         let first_seen = match self.first_seen.get(&key) {
-            Some(&t) => t,
-            None => {
+            Some(&(t, seen)) if !(known(&seen) && known(&remote) && seen != remote) => t,
+            _ => {
                 // Only a full table pays for the scan.
-                let full = self.first_seen.len() >= self.capacity;
+                let full =
+                    !self.first_seen.contains_key(&key) && self.first_seen.len() >= self.capacity;
                 let oldest = full
                     .then(|| {
                         self.first_seen
                             .iter()
-                            .min_by_key(|(_, t)| **t)
+                            .min_by_key(|(_, (t, _))| *t)
                             .map(|(k, _)| *k)
                     })
                     .flatten();
@@ -594,7 +604,7 @@ impl ConnectionTable {
                     self.first_seen.remove(&oldest);
                     self.metrics.connections_evicted.inc();
                 }
-                self.first_seen.insert(key, header.timestamp_ns);
+                self.first_seen.insert(key, (header.timestamp_ns, remote));
                 self.metrics.connections_seen.inc();
                 header.timestamp_ns
             }
@@ -618,3 +628,38 @@ impl ConnectionTable {
 
 /// Most bytes one Read/Write call can have copied.
 pub const MAX_BYTES_PER_CALL: u32 = MAX_CHUNK_DATA as u32 * MAX_SEGMENTS_PER_CALL;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(conn_ptr: u64, t: u64, kind: ChunkKind, remote_port: u16) -> ChunkHeader {
+        let mut header = ChunkHeader {
+            timestamp_ns: t,
+            conn_ptr,
+            pid: 7,
+            kind: kind as u32,
+            ..ChunkHeader::default()
+        };
+        header.conn.sockets.remote_port = remote_port;
+        header
+    }
+
+    #[test]
+    fn a_read_after_close_does_not_hand_its_identity_to_the_next_connection_there() {
+        let mut table = ConnectionTable::new(16, Arc::new(CaptureMetrics::default()));
+        let id = |table: &mut ConnectionTable, h: ChunkHeader| {
+            table.chunk(&h, &[]).unwrap().connection.first_seen_ns
+        };
+        assert_eq!(id(&mut table, header(0x10, 1, ChunkKind::Read, 5000)), 1);
+        assert_eq!(id(&mut table, header(0x10, 2, ChunkKind::Close, 5000)), 1);
+        // The reading goroutine's last Read returns after the Close: an entry again...
+        assert_eq!(id(&mut table, header(0x10, 3, ChunkKind::Read, 5000)), 3);
+        // ...which a new connection at the same address, from another port, does not inherit.
+        assert_eq!(id(&mut table, header(0x10, 9, ChunkKind::Read, 6000)), 9);
+        assert_eq!(id(&mut table, header(0x10, 10, ChunkKind::Write, 6000)), 9);
+        // Unknown addresses (fd not a TCP socket) keep the address as the identity.
+        assert_eq!(id(&mut table, header(0x20, 11, ChunkKind::Read, 0)), 11);
+        assert_eq!(id(&mut table, header(0x20, 12, ChunkKind::Read, 0)), 11);
+    }
+}
