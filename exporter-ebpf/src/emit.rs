@@ -135,7 +135,11 @@ pub fn connection_info(key: &ProcessAddress, conn: u64, offsets: &GoOffsets) -> 
         return *info;
     }
     let info = read_connection_info(conn, offsets);
-    let _ = CONNECTIONS.insert(key, &info, 0);
+    // A Read that returns after Close sees the closed socket (fd -1): caching that would hand
+    // the old connection's facts to the next connection Go allocates at this address.
+    if info.fd >= 0 {
+        let _ = CONNECTIONS.insert(key, &info, 0);
+    }
     info
 }
 
