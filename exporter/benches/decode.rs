@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
-use apiscope::capture::{ConnectionId, Role, TlsChunk};
+use apiscope::capture::TlsChunk;
+
 use apiscope::http::{ProtocolDecoder, ProtocolLimits};
 use apiscope::pipeline::{DecodeConfig, DecodeMetrics, DecodePipeline};
 use apiscope::reassembly::pieces;
 use apiscope::record::ChunkReader;
+use apiscope::vocabulary::{ConnectionId, Role};
 
 const ROUNDS: usize = 7;
 

@@ -14,3 +14,4 @@ pub mod policy;
 pub mod reassembly;
 pub mod record;
 pub mod sinks;
+pub mod vocabulary;

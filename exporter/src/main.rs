@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use apiscope::capture::TlsChunk;
-use apiscope::capture::config::{CaptureConfig, parse_duration};
+use apiscope::capture::config::CaptureConfig;
 use apiscope::capture::metrics::CaptureMetrics;
 use apiscope::capture::queue::chunk_queue;
 use apiscope::capture::run::{FLUSH_GRACE, run_capture};
@@ -21,6 +21,7 @@ use apiscope::sinks::Sinks;
 use apiscope::sinks::otlp::OtlpArgs;
 use apiscope::sinks::prometheus::serve_metrics;
 use apiscope::sinks::stdout::{OutputFormat, table_header, write_chunk, write_request};
+use apiscope::vocabulary::parse_duration;
 use clap::{Parser, Subcommand};
 use prometheus_client::registry::Registry;
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -12,8 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::capture::config::parse_duration;
-use crate::capture::{ChunkEventKind, ConnectionId, Role, TlsChunk};
+use crate::capture::{ChunkEventKind, TlsChunk};
 use crate::exchange::{
     ConnectionFacts, Ending, Exchange, ExchangeAssembler, ExchangeLimits, ExchangeMetrics,
 };
@@ -21,8 +21,11 @@ use crate::http::{HttpEvent, Protocol, ProtocolDecoder, ProtocolLimits};
 use crate::k8s::ApiRequest;
 use crate::k8s::body::BodyLimits;
 use crate::k8s::release::KubernetesRelease;
+use crate::k8s::watch::WatchStreams;
 use crate::policy::{CaptureLimits, CapturePolicy};
 use crate::reassembly::{Reassembler, ReassemblyConfig, ReassemblyMetrics, pieces};
+use crate::vocabulary::parse_duration;
+use crate::vocabulary::{ConnectionId, Role};
 
 /// Decoder settings (`apiscope capture` / `apiscope replay` flags).
 #[derive(Args, Clone, Debug)]
@@ -174,6 +177,7 @@ pub struct DecodePipeline {
     events: Vec<HttpEvent>,
     finished: Vec<Exchange>,
     body_limits: BodyLimits,
+    watches: Arc<WatchStreams>,
     policy: CapturePolicy,
     capture_limits: CaptureLimits,
 }
@@ -212,6 +216,9 @@ impl DecodePipeline {
             connections: HashMap::new(),
             events: Vec::new(),
             finished: Vec::new(),
+            watches: Arc::new(WatchStreams {
+                limits: body_limits.clone(),
+            }),
             body_limits,
             policy,
             capture_limits,
@@ -244,9 +251,10 @@ impl DecodePipeline {
                 len,
                 data,
             } => {
-                let state = connection_state(&mut self.connections, &self.config, chunk);
+                let state =
+                    connection_state(&mut self.connections, &self.config, &self.watches, chunk);
                 for piece in pieces(&data.0, *len) {
-                    if let crate::http::Piece::Gap(n) = piece {
+                    if let crate::reassembly::Piece::Gap(n) = piece {
                         metrics.reassembly.gap_bytes.inc_by(u64::from(n));
                     }
                     state
@@ -272,7 +280,8 @@ impl DecodePipeline {
                 fields,
                 ..
             } => {
-                let state = connection_state(&mut self.connections, &self.config, chunk);
+                let state =
+                    connection_state(&mut self.connections, &self.config, &self.watches, chunk);
                 let kind = *message;
                 state.exchanges.on_hook_headers(
                     *stream_id,
@@ -414,6 +423,7 @@ fn protocol_label(protocol: Protocol) -> &'static str {
 fn connection_state<'a>(
     connections: &'a mut HashMap<ConnectionId, ConnectionState>,
     config: &DecodeConfig,
+    watches: &Arc<WatchStreams>,
     chunk: &TlsChunk,
 ) -> &'a mut ConnectionState {
     connections
@@ -432,6 +442,7 @@ fn connection_state<'a>(
                     max_body_bytes: config.max_body_bytes,
                     ..ExchangeLimits::default()
                 },
-            ),
+            )
+            .with_response_streams(watches.clone()),
         })
 }

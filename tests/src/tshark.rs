@@ -280,8 +280,9 @@ mod tests {
     use std::net::SocketAddr;
 
     use apiscope::capture::chunk::Bytes;
-    use apiscope::capture::{ChunkEventKind, ConnectionId, Direction, Role, TlsChunk};
+    use apiscope::capture::{ChunkEventKind, TlsChunk};
     use apiscope::record::PcapngWriter;
+    use apiscope::vocabulary::{ConnectionId, Direction, Role};
 
     use super::*;
 

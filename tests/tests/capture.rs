@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use apiscope::capture::{ChunkEventKind, ConnectionId, Direction, Role, TlsChunk};
+use apiscope::capture::{ChunkEventKind, TlsChunk};
+use apiscope::vocabulary::{ConnectionId, Direction, Role};
 use apiscope_e2e::apiscope::{ApiscopeCapture, require_root, test_dir};
 use apiscope_e2e::cluster::{ClusterOptions, KubernetesVersion, TestCluster, for_each_version};
 use apiscope_e2e::tshark::{TsharkHttp2Frame, dissect_http2};
@@ -453,7 +454,7 @@ fn reattaches_after_the_apiserver_restarts_on(kubernetes: KubernetesVersion) -> 
 struct HookBlock {
     connection: ConnectionId,
     remote_port: Option<u16>,
-    message: apiscope::capture::chunk::MessageKind,
+    message: apiscope::vocabulary::MessageKind,
     stream_id: u32,
     fields: Vec<(String, String)>,
     dropped: u32,
@@ -495,7 +496,7 @@ fn header_hooks_cover_connections_opened_before_attach() -> Result<()> {
 fn header_hooks_cover_connections_opened_before_attach_on(
     kubernetes: KubernetesVersion,
 ) -> Result<()> {
-    use apiscope::capture::chunk::MessageKind;
+    use apiscope::vocabulary::MessageKind;
     let cluster = TestCluster::start(ClusterOptions {
         kubernetes,
         controller_manager: kubernetes.has_controllers(),

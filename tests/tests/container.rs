@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use apiscope::capture::Role;
+use apiscope::vocabulary::Role;
 use apiscope_e2e::apiscope::{ApiscopeCapture, require_root, test_dir};
 use apiscope_e2e::cluster::{ClusterOptions, KubernetesVersion, TestCluster, for_each_version};
 use apiscope_e2e::fidelity::compare;

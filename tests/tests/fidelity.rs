@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use apiscope::capture::Role;
 use apiscope::k8s::ApiRequest;
+use apiscope::vocabulary::Role;
 use apiscope_e2e::apiscope::{ApiscopeCapture, require_root, test_dir};
 use apiscope_e2e::cluster::{ClusterOptions, KubernetesVersion, TestCluster, for_each_version};
 use apiscope_e2e::fidelity::compare;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use apiscope::capture::Role;
+use apiscope::vocabulary::Role;
 use apiscope_e2e::apiscope::{ApiscopeCapture, require_root, test_dir};
 use apiscope_e2e::cluster::{ClusterOptions, KubernetesVersion, TestCluster, VERSIONS_ENV};
 use apiscope_e2e::fidelity::compare;

@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
-use apiscope::capture::Role;
 use apiscope::k8s::ApiRequest;
 use apiscope::k8s::api_request::CaptureLevel;
+use apiscope::vocabulary::Role;
 use apiscope_e2e::apiscope::{ApiscopeCapture, require_root, test_dir};
 use apiscope_e2e::cluster::{ClusterOptions, KubernetesVersion, TestCluster, for_each_version};
 use apiscope_e2e::kafka::{self, KafkaBroker};

@@ -11,37 +11,7 @@ use apiscope_common::{
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-/// Which way the bytes went, seen from the traced process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    /// Written by the process (`tls.Conn.Write`).
-    Egress,
-    /// Read by the process (`tls.Conn.Read`).
-    Ingress,
-}
-
-/// The process's side of the TLS connection (`tls.Conn.isClient`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// The process accepted the connection: incoming API requests.
-    #[default]
-    Server,
-    /// The process dialed out: etcd, webhooks, aggregated APIs, its own loopback client.
-    Client,
-}
-
-/// Identity of one connection: the `*tls.Conn` address is reused after garbage collection, so it is
-/// paired with the process and the time the connection was first seen.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
-pub struct ConnectionId {
-    pub pid: u32,
-    pub conn_ptr: u64,
-    pub first_seen_ns: u64,
-}
+use crate::vocabulary::{ConnectionId, Direction, HeaderField, MessageKind, Role};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "event")]
@@ -69,36 +39,6 @@ pub enum ChunkEventKind {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
-}
-
-/// Which message of an exchange a header block or body belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MessageKind {
-    Request,
-    Response,
-    /// Trailers: a header block after the body (gRPC status, for instance).
-    Trailers,
-}
-
-/// One header field. Values are kept as text (lossy UTF-8): Kubernetes headers are ASCII.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeaderField {
-    pub name: String,
-    pub value: String,
-    /// HPACK "never indexed" (Go sets it for Authorization and cookies).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub sensitive: bool,
-}
-
-impl HeaderField {
-    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        HeaderField {
-            name: name.into(),
-            value: value.into(),
-            sensitive: false,
-        }
-    }
 }
 
 /// One captured event on a connection.

@@ -11,4 +11,4 @@ pub mod queue;
 pub mod run;
 pub mod tracer;
 
-pub use chunk::{ChunkEventKind, ConnectionId, Direction, Role, TlsChunk};
+pub use chunk::{ChunkEventKind, TlsChunk};

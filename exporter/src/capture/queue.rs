@@ -70,7 +70,8 @@ impl ChunkReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::chunk::{ChunkEventKind, ConnectionId, Role};
+    use crate::capture::chunk::ChunkEventKind;
+    use crate::vocabulary::{ConnectionId, Role};
 
     fn chunk(n: u64) -> TlsChunk {
         TlsChunk {

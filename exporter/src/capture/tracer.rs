@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 use apiscope_common::{
     ChunkHeader, ChunkKind, GoOffsets, KERNEL_COUNTER_SLOTS, KernelCounter, MAX_CHUNK_DATA,
-    MAX_SEGMENTS_PER_CALL, PROBE_SLOTS, Probe,
+    PROBE_SLOTS, Probe,
 };
 use aya::Ebpf;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
@@ -625,9 +625,6 @@ impl ConnectionTable {
             .set(self.first_seen.len() as i64);
     }
 }
-
-/// Most bytes one Read/Write call can have copied.
-pub const MAX_BYTES_PER_CALL: u32 = MAX_CHUNK_DATA as u32 * MAX_SEGMENTS_PER_CALL;
 
 #[cfg(test)]
 mod tests {

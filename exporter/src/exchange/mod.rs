@@ -8,13 +8,15 @@
 
 pub mod metrics;
 
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use crate::capture::chunk::{HeaderField, MessageKind};
-use crate::capture::{ConnectionId, Direction, Role};
 use crate::http::{HttpEvent, StreamId, request_direction};
-use crate::k8s::watch::WatchDecoder;
+use crate::vocabulary::{ConnectionId, Direction, Role};
+use crate::vocabulary::{HeaderField, MessageKind};
 
 pub use metrics::ExchangeMetrics;
 
@@ -25,8 +27,6 @@ pub struct ExchangeLimits {
     pub max_body_bytes: usize,
     /// Streams open at once per connection; beyond, the oldest is ended as evicted.
     pub max_open_streams: usize,
-    /// Longest watch event frame the watch decoder buffers.
-    pub max_watch_frame_bytes: usize,
 }
 
 impl Default for ExchangeLimits {
@@ -34,9 +34,28 @@ impl Default for ExchangeLimits {
         ExchangeLimits {
             max_body_bytes: 1 << 20,
             max_open_streams: 1024,
-            max_watch_frame_bytes: 4 << 20,
         }
     }
+}
+
+/// Responses that are open-ended streams of events (Kubernetes watches): their bodies are
+/// consumed as they arrive instead of kept. What makes a request one, and how its events are
+/// read, is the business of the stage above; it says so through this.
+pub trait ResponseStreams: Send + Sync {
+    /// Whether the response to this request is a stream (asked once the request head is known).
+    fn is_stream(&self, request: &Message) -> bool;
+    /// The consumer of one stream, made when its body starts (the response head is known then).
+    fn open(&self, request: &Message, response: &Message) -> Box<dyn BodyStream>;
+}
+
+/// The consumer of one streamed response body.
+pub trait BodyStream: Send + fmt::Debug {
+    /// The next piece of the body, in any size.
+    fn feed(&mut self, data: &[u8]);
+    /// The body ended (or the exchange did).
+    fn finish(&mut self);
+    /// For the stage that made it, to read its results back.
+    fn as_any(&self) -> &dyn Any;
 }
 
 /// Where a header block came from.
@@ -158,10 +177,11 @@ pub struct Exchange {
     pub stream: StreamId,
     pub request: Message,
     pub response: Message,
-    /// The request is a watch: its response body is decoded as a stream of events.
-    pub is_watch: bool,
-    /// The watch decoder, made when the response body starts (it needs the content type).
-    pub watch: Option<WatchDecoder>,
+    /// The response is a stream of events (a watch): its body is consumed as it arrives by
+    /// `body_stream`, not kept.
+    pub is_stream: bool,
+    /// The stream's consumer, made when the response body starts (it needs the content type).
+    pub body_stream: Option<Box<dyn BodyStream>>,
     pub ending: Ending,
 }
 
@@ -172,8 +192,8 @@ impl Exchange {
             stream,
             request: Message::default(),
             response: Message::default(),
-            is_watch: false,
-            watch: None,
+            is_stream: false,
+            body_stream: None,
             ending: Ending::Complete,
         }
     }
@@ -205,6 +225,8 @@ pub struct ExchangeAssembler {
     /// Body bytes kept by the open exchanges, kept as a running sum: the pipeline asks after
     /// every chunk, and a connection can carry hundreds of open watches.
     held_body_bytes: usize,
+    /// Which responses are event streams, and how they are consumed (from the stage above).
+    streams: Option<Arc<dyn ResponseStreams>>,
 }
 
 impl ExchangeAssembler {
@@ -214,7 +236,14 @@ impl ExchangeAssembler {
             limits,
             open: BTreeMap::new(),
             held_body_bytes: 0,
+            streams: None,
         }
+    }
+
+    /// Responses `streams` calls event streams are consumed by its consumers instead of kept.
+    pub fn with_response_streams(mut self, streams: Arc<dyn ResponseStreams>) -> Self {
+        self.streams = Some(streams);
+        self
     }
 
     /// Takes a stream out of the open table, releasing what its bodies held.
@@ -255,6 +284,7 @@ impl ExchangeAssembler {
         metrics: &ExchangeMetrics,
         done: &mut Vec<Exchange>,
     ) {
+        let streams = self.streams.clone();
         match event {
             HttpEvent::Head {
                 stream,
@@ -289,7 +319,7 @@ impl ExchangeAssembler {
                         }
                         message.ended |= end_stream;
                         if kind == MessageKind::Request {
-                            note_watch(exchange);
+                            note_stream(exchange, streams.as_deref());
                         }
                     }
                 }
@@ -306,19 +336,15 @@ impl ExchangeAssembler {
             } => {
                 let limits = self.limits.clone();
                 let exchange = self.exchange(stream, metrics, done);
-                let watching = exchange.is_watch && kind == MessageKind::Response;
-                if watching {
-                    let max_frame_bytes = limits.max_watch_frame_bytes;
-                    let content_type = exchange
-                        .response
-                        .header("content-type")
-                        .or(exchange.request.header("accept"))
-                        .unwrap_or_default()
-                        .to_owned();
-                    exchange
-                        .watch
-                        .get_or_insert_with(|| watch_decoder(&content_type, max_frame_bytes))
-                        .feed(&data);
+                let watching = exchange.is_stream && kind == MessageKind::Response;
+                if let (true, Some(streams)) = (watching, streams.as_deref()) {
+                    if exchange.body_stream.is_none() {
+                        exchange.body_stream =
+                            Some(streams.open(&exchange.request, &exchange.response));
+                    }
+                    if let Some(stream) = exchange.body_stream.as_mut() {
+                        stream.feed(&data);
+                    }
                 }
                 let message = message_mut(exchange, kind);
                 message.touch(timestamp_ns);
@@ -403,6 +429,7 @@ impl ExchangeAssembler {
         done: &mut Vec<Exchange>,
     ) {
         metrics.hook_header_blocks.inc();
+        let streams = self.streams.clone();
         let exchange = self.exchange(stream, metrics, done);
         let message = match kind {
             MessageKind::Request if exchange.request.fields.is_some() => {
@@ -424,7 +451,7 @@ impl ExchangeAssembler {
         // The hook runs as the block is processed: a good time for a message with no wire bytes.
         message.first_byte_ns.get_or_insert(timestamp_ns);
         if kind == MessageKind::Request {
-            note_watch(exchange);
+            note_stream(exchange, streams.as_deref());
         }
     }
 
@@ -472,8 +499,8 @@ impl ExchangeAssembler {
 }
 
 fn finish(mut exchange: Exchange) -> Exchange {
-    if let Some(watch) = exchange.watch.as_mut() {
-        watch.finish();
+    if let Some(stream) = exchange.body_stream.as_mut() {
+        stream.finish();
     }
     exchange
 }
@@ -501,25 +528,11 @@ fn is_informational(fields: &[HeaderField]) -> bool {
         .is_some_and(|f| f.value.starts_with('1'))
 }
 
-/// Watch responses are decoded as a stream of events rather than kept.
-fn note_watch(exchange: &mut Exchange) {
-    let (Some(method), Some(path)) = (
-        exchange.request.header(":method"),
-        exchange.request.header(":path"),
-    ) else {
-        return;
-    };
-    exchange.is_watch = crate::k8s::request_info::resolve(method, path).verb == "watch";
-}
-
-fn watch_decoder(content_type: &str, max_frame_bytes: usize) -> WatchDecoder {
-    WatchDecoder::new(
-        content_type,
-        &crate::k8s::body::BodyLimits {
-            max_watch_frame_bytes: max_frame_bytes,
-            ..Default::default()
-        },
-    )
+/// Asks the stage above whether this request's response is a stream, once its head is known.
+fn note_stream(exchange: &mut Exchange, streams: Option<&dyn ResponseStreams>) {
+    if let Some(streams) = streams {
+        exchange.is_stream = streams.is_stream(&exchange.request);
+    }
 }
 
 #[cfg(test)]

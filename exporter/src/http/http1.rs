@@ -10,10 +10,11 @@
 
 use std::collections::VecDeque;
 
-use super::decoder::{DecoderStats, ProtocolLimits};
 use super::detect::{self, Detection};
-use super::{HeaderField, HttpEvent, MessageKind, Piece, StreamId, request_direction};
-use crate::capture::{Direction, Role};
+use super::event::{HttpEvent, StreamId, request_direction};
+use super::limits::{DecoderStats, ProtocolLimits};
+use crate::reassembly::Piece;
+use crate::vocabulary::{Direction, HeaderField, MessageKind, Role};
 
 /// Unanswered requests remembered for pairing; older ones are forgotten.
 const MAX_PENDING_REQUESTS: usize = 1024;

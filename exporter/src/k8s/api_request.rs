@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::capture::{ConnectionId, Role};
+use crate::k8s::watch::WatchDecoder;
+use crate::vocabulary::{ConnectionId, Role};
 
 /// One Kubernetes API call (or, on a client-role connection, one outgoing call of the
 /// apiserver), built from a request/response exchange.
@@ -279,7 +280,7 @@ impl ApiRequest {
         let request_object = object.clone();
         let response_content_type = response.header("content-type").unwrap_or_default();
         let response_encoding = response.header("content-encoding").unwrap_or_default();
-        if !exchange.is_watch && !response.body.is_empty() {
+        if !exchange.is_stream && !response.body.is_empty() {
             if response.body_missing == 0 {
                 let decoded = body::decode_body(
                     response_content_type,
@@ -374,10 +375,11 @@ impl ApiRequest {
             object,
             status,
             // A watch with no event yet still reports zero counts.
-            watch: exchange.is_watch.then(|| {
+            watch: exchange.is_stream.then(|| {
                 exchange
-                    .watch
+                    .body_stream
                     .as_ref()
+                    .and_then(|s| s.as_any().downcast_ref::<WatchDecoder>())
                     .map(|w| w.stats().clone())
                     .unwrap_or_default()
             }),

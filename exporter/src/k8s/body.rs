@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::k8s::api_request::{ObjectMeta, StatusInfo};
+use crate::vocabulary::text;
 
 /// The Kubernetes protobuf magic prefix.
 pub const PROTOBUF_MAGIC: &[u8; 4] = b"k8s\0";
@@ -41,7 +42,7 @@ impl Default for BodyLimits {
         BodyLimits {
             max_decoded_bytes: 16 * 1024 * 1024,
             // etcd's default object limit is 1.5 MiB; an event is the object plus a few bytes.
-            max_watch_frame_bytes: 2 * 1024 * 1024,
+            max_watch_frame_bytes: 4 << 20,
         }
     }
 }
@@ -796,15 +797,8 @@ fn yaml_scalar(value: &str) -> String {
     truncate(value, MAX_STRING_LEN)
 }
 
-pub(crate) fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
+fn truncate(s: &str, max: usize) -> String {
+    text::prefix_on_char_boundary(s, max).to_owned()
 }
 
 #[cfg(test)]

@@ -11,8 +11,9 @@ use std::sync::Mutex;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::http::HeaderField;
 use crate::k8s::api_request::{Impersonation, ServiceAccountRef};
+use crate::vocabulary::HeaderField;
+use crate::vocabulary::text;
 
 /// Longest component label [`component_from_user_agent`] returns.
 pub const MAX_COMPONENT_LEN: usize = 32;
@@ -260,34 +261,11 @@ pub fn impersonation(fields: &[HeaderField]) -> Option<Impersonation> {
 
 /// `url.PathUnescape`: `%XX` only (`+` stays); `None` on a bad escape or non-UTF-8 result.
 fn percent_decode(s: &str) -> Option<String> {
-    if !s.contains('%') {
-        return Some(s.to_string());
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    String::from_utf8(text::percent_decode(s, false)?.into_owned()).ok()
 }
 
 fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
+    text::prefix_on_char_boundary(s, max).to_owned()
 }
 
 #[cfg(test)]

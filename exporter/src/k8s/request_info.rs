@@ -17,6 +17,8 @@
 //! Where v1.20 (the target apiserver) and the current code differ, these functions follow v1.20
 //! and say so at the function.
 
+use crate::vocabulary::text;
+
 /// What the apiserver's RequestInfo resolver makes of a request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestInfo {
@@ -346,40 +348,7 @@ fn percent_decode_path(raw: &str) -> String {
 /// Decodes `%XX` (and `+` as space when `plus_is_space`). `None` on an invalid escape.
 /// Non-UTF-8 results are decoded lossily.
 fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
-    if !(s.contains('%') || plus_is_space && s.contains('+')) {
-        return Some(s.to_string());
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hi = bytes.get(i + 1).and_then(|b| hex_val(*b))?;
-                let lo = bytes.get(i + 2).and_then(|b| hex_val(*b))?;
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    Some(String::from_utf8_lossy(&out).into_owned())
-}
-
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    text::percent_decode(s, plus_is_space).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Parses a query like Go's `url.ParseQuery`: pairs split on `&`, key and value

@@ -16,11 +16,52 @@
 //! Memory: only the current event is buffered, up to `BodyLimits::max_watch_frame_bytes`; a
 //! longer event is skipped (never buffered whole) and counted as `other`.
 
+use std::any::Any;
+
 use serde::Deserialize;
 
+use crate::exchange::{BodyStream, Message, ResponseStreams};
 use crate::k8s::api_request::WatchStats;
 use crate::k8s::body::wire::{self, Reader, Value};
 use crate::k8s::body::{BodyLimits, PROTOBUF_MAGIC, parse_unknown};
+
+/// Which responses are watches (the apiserver's RequestInfo verb `watch`), decoded as events.
+#[derive(Clone, Debug, Default)]
+pub struct WatchStreams {
+    pub limits: BodyLimits,
+}
+
+impl ResponseStreams for WatchStreams {
+    fn is_stream(&self, request: &Message) -> bool {
+        let (Some(method), Some(path)) = (request.header(":method"), request.header(":path"))
+        else {
+            return false;
+        };
+        crate::k8s::request_info::resolve(method, path).verb == "watch"
+    }
+
+    fn open(&self, request: &Message, response: &Message) -> Box<dyn BodyStream> {
+        let content_type = response
+            .header("content-type")
+            .or(request.header("accept"))
+            .unwrap_or_default();
+        Box::new(WatchDecoder::new(content_type, &self.limits))
+    }
+}
+
+impl BodyStream for WatchDecoder {
+    fn feed(&mut self, data: &[u8]) {
+        WatchDecoder::feed(self, data);
+    }
+
+    fn finish(&mut self) {
+        WatchDecoder::finish(self);
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
 
 /// Frame buffers larger than this are released after each event, so one large event does not
 /// pin its buffer for the life of the watch.

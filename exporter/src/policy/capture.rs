@@ -76,7 +76,7 @@ pub fn apply(
     let response_body = if decision.level >= CaptureLevel::RequestResponse {
         render(
             &exchange.response,
-            exchange.is_watch,
+            exchange.is_stream,
             sensitivity,
             allow,
             &mut redactor,

@@ -361,13 +361,8 @@ pub fn mentions_sensitive_kind(text: &str) -> bool {
 
 /// Cuts `text` to at most `max` bytes on a char boundary; returns whether it was cut.
 pub fn truncate_at_char_boundary(text: &mut String, max: usize) -> bool {
-    if text.len() <= max {
-        return false;
-    }
-    let mut cut = max;
-    while cut > 0 && !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    text.truncate(cut);
-    true
+    let kept = crate::vocabulary::text::prefix_on_char_boundary(text, max).len();
+    let cut = kept < text.len();
+    text.truncate(kept);
+    cut
 }

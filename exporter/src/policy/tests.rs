@@ -2,10 +2,10 @@ use base64::Engine;
 
 use super::redact::{REDACTED, redact_bearer, redact_jwts, truncate_at_char_boundary};
 use super::*;
-use crate::capture::chunk::HeaderField;
 use crate::exchange::{ConnectionFacts, Ending, Exchange, Message};
 use crate::k8s::api_request::{CapturedBody, ServiceAccountRef};
 use crate::k8s::body::BodyLimits;
+use crate::vocabulary::HeaderField;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -78,8 +78,8 @@ fn exchange(call: &Call<'_>) -> Exchange {
         stream: 1,
         request: message(&request_fields, call.request_body.as_bytes()),
         response: message(&response_fields, call.response_body.as_bytes()),
-        is_watch: call.watch,
-        watch: None,
+        is_stream: call.watch,
+        body_stream: None,
         ending: Ending::Complete,
     }
 }

@@ -17,10 +17,17 @@ pub mod metrics;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::capture::{ConnectionId, Direction};
-use crate::http::Piece;
+use crate::vocabulary::{ConnectionId, Direction};
 
 pub use metrics::ReassemblyMetrics;
+
+/// One piece of a reassembled byte stream: bytes, or a gap of known length that the capture
+/// did not copy (the parser skips it and stays in frame sync when it falls inside a payload).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Piece<'a> {
+    Bytes(&'a [u8]),
+    Gap(u32),
+}
 
 #[derive(Clone, Debug)]
 pub struct ReassemblyConfig {

@@ -20,8 +20,9 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::capture::chunk::Bytes;
-use crate::capture::chunk::{HeaderField, MessageKind};
-use crate::capture::{ChunkEventKind, ConnectionId, Direction, Role, TlsChunk};
+use crate::capture::{ChunkEventKind, TlsChunk};
+use crate::vocabulary::{ConnectionId, Direction, Role};
+use crate::vocabulary::{HeaderField, MessageKind};
 
 /// Value of the `apiscope` key: the version of this metadata format.
 pub(crate) const FORMAT_VERSION: u64 = 1;

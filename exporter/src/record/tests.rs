@@ -6,7 +6,8 @@ use std::process::Command;
 
 use super::*;
 use crate::capture::chunk::Bytes;
-use crate::capture::{ChunkEventKind, ConnectionId, Direction, Role, TlsChunk};
+use crate::capture::{ChunkEventKind, TlsChunk};
+use crate::vocabulary::{ConnectionId, Direction, Role};
 
 const CLOCK_OFFSET_NS: i64 = 1_700_000_000_000_000_000;
 

@@ -5,8 +5,8 @@
 
 use opentelemetry::{KeyValue, Value};
 
-use crate::capture::Role;
 use crate::k8s::ApiRequest;
+use crate::vocabulary::Role;
 
 // --- OTel HTTP semantic conventions (stable HTTP semconv) ---
 pub const HTTP_REQUEST_METHOD: &str = "http.request.method";

@@ -47,10 +47,10 @@ use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
 use super::attributes::{self, span_attributes, span_name};
-use crate::capture::Role;
-use crate::capture::config::parse_duration;
 use crate::k8s::ApiRequest;
 use crate::k8s::api_request::{CaptureLevel, CapturedBody};
+use crate::vocabulary::Role;
+use crate::vocabulary::parse_duration;
 
 /// OTLP transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

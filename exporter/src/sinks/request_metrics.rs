@@ -37,11 +37,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::capture::Role;
 use crate::k8s::ApiRequest;
 use crate::k8s::client::BoundedLabel;
 use crate::k8s::release::{KubernetesRelease, LabelRules};
 use crate::k8s::request_info::dry_run_label;
+use crate::vocabulary::Role;
 
 /// `apiserver_request_duration_seconds` buckets (design.md section 5; they contain the mixin's
 /// 1 s, 5 s and 30 s thresholds).

@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 
 use super::huffman::{self, HuffmanError};
-use crate::http::HeaderField;
+use crate::vocabulary::HeaderField;
 
 /// RFC 7541 §4.1: an entry's size is its name and value lengths plus 32.
 const ENTRY_OVERHEAD: usize = 32;

@@ -15,9 +15,10 @@ pub mod huffman;
 use std::collections::BTreeMap;
 
 use self::frame::{FRAME_HEADER_LEN, FrameHeader, FrameType};
-use super::decoder::{DecoderStats, ProtocolLimits};
-use super::{HeaderField, HttpEvent, MessageKind, Piece, StreamId, request_direction};
-use crate::capture::{Direction, Role};
+use super::event::{HttpEvent, StreamId, request_direction};
+use super::limits::{DecoderStats, ProtocolLimits};
+use crate::reassembly::Piece;
+use crate::vocabulary::{Direction, HeaderField, MessageKind, Role};
 
 /// Largest control frame payload kept (SETTINGS, GOAWAY, ...); the rest is skipped.
 const MAX_CONTROL_PAYLOAD: usize = 4096;

@@ -4,10 +4,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::frame::{CLIENT_PREFACE, FrameType};
 use super::test_support::{Encoder, frame};
-use crate::capture::{Direction, Role};
-use crate::http::{
-    HeaderField, HttpEvent, MessageKind, Piece, Protocol, ProtocolDecoder, ProtocolLimits,
-};
+use crate::http::{HttpEvent, Protocol, ProtocolDecoder, ProtocolLimits};
+use crate::reassembly::Piece;
+use crate::vocabulary::{Direction, Role};
+use crate::vocabulary::{HeaderField, MessageKind};
 
 const IN: Direction = Direction::Ingress;
 const OUT: Direction = Direction::Egress;
