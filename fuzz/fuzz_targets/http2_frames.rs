@@ -2,8 +2,9 @@
 //! decoder for both roles. Small limits so the limit paths are reached.
 #![no_main]
 
-use apiscope::capture::{Direction, Role};
-use apiscope::http::{Piece, ProtocolDecoder, ProtocolLimits};
+use apiscope::http::{ProtocolDecoder, ProtocolLimits};
+use apiscope::reassembly::Piece;
+use apiscope::vocabulary::{Direction, Role};
 use libfuzzer_sys::fuzz_target;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

@@ -3,8 +3,9 @@
 //! exchanges and the Kubernetes model. Small limits so eviction paths are reached.
 #![no_main]
 
-use apiscope::capture::chunk::{Bytes, HeaderField, MessageKind};
-use apiscope::capture::{ChunkEventKind, ConnectionId, Direction, Role, TlsChunk};
+use apiscope::capture::chunk::Bytes;
+use apiscope::capture::{ChunkEventKind, TlsChunk};
+use apiscope::vocabulary::{ConnectionId, Direction, HeaderField, MessageKind, Role};
 use apiscope::pipeline::{DecodeConfig, DecodeMetrics, DecodePipeline};
 use libfuzzer_sys::fuzz_target;
 

@@ -11,6 +11,7 @@
 //!   labelling rules that changed between releases.
 
 pub mod api_request;
+mod assemble;
 pub mod body;
 pub mod client;
 pub mod release;

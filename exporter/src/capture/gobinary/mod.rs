@@ -15,6 +15,7 @@
 
 mod buildinfo;
 mod elf;
+mod error;
 mod offsets;
 mod pclntab;
 mod prologue;
@@ -23,7 +24,7 @@ mod rets;
 #[cfg(test)]
 mod tests;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use buildinfo::GoVersion;
 pub use offsets::{
@@ -35,40 +36,11 @@ pub use pclntab::PclntabFormat;
 pub use prologue::Prologue;
 pub use record_read::RecordReadSites;
 
+pub use error::{GoBinaryError, Result};
+
 use buildinfo::BuildInfo;
 use elf::ElfImage;
 use pclntab::PclntabHeader;
-
-#[derive(Debug, thiserror::Error)]
-pub enum GoBinaryError {
-    #[error("reading {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("not an ELF file")]
-    NotElf,
-    #[error("unsupported binary: {0}")]
-    Unsupported(String),
-    #[error("no Go function table (.gopclntab) found: not a Go binary?")]
-    NoPclntab,
-    #[error("malformed Go binary: {0}")]
-    Malformed(String),
-    #[error(
-        "Go {version}: struct offsets are only known for go1.{}-go1.{}",
-        VERIFIED_GO_MINOR_VERSIONS.start(),
-        VERIFIED_GO_MINOR_VERSIONS.end()
-    )]
-    UnsupportedGoVersion { version: String },
-    #[error("function {name} ({address:#x}..{end:#x}) is not mapped from the file")]
-    FunctionNotMapped {
-        name: String,
-        address: u64,
-        end: u64,
-    },
-}
-
-pub type Result<T, E = GoBinaryError> = std::result::Result<T, E>;
 
 /// A function from the pclntab.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -112,6 +112,7 @@ pub fn struct_offsets(version: &GoVersion) -> Result<GoOffsets, GoBinaryError> {
         .map(|(_, offsets)| *offsets)
         .ok_or_else(|| GoBinaryError::UnsupportedGoVersion {
             version: version.raw.clone(),
+            known: VERIFIED_GO_MINOR_VERSIONS,
         })
 }
 

@@ -188,7 +188,9 @@ fn build_all(go: &Path, go_version: &str, with_pie: bool) -> Result<Fixture, Str
         // leaves a half-written binary under the final name.
         let partial = dir.join(format!("{name}.partial-{}", std::process::id()));
         let mut command = go_command(go);
-        if super::GoVersion::parse(go_version).is_some_and(|v| (v.major, v.minor) < (1, 14)) {
+        if crate::capture::gobinary::GoVersion::parse(go_version)
+            .is_some_and(|v| (v.major, v.minor) < (1, 14))
+        {
             // `-mod=mod` arrived in Go 1.14; the fixture has no dependencies either way.
             command.env("GOFLAGS", "-mod=readonly");
         }
