@@ -5,6 +5,7 @@
 //! request + response per stream) -> k8s (`ApiRequest`) -> policy (capture level, redaction) -> sinks.
 //! `record` writes and reads the chunk stream as pcapng.
 
+pub mod app;
 pub mod capture;
 pub mod exchange;
 pub mod http;

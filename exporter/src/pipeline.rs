@@ -7,10 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::capture::{ChunkEventKind, TlsChunk};
@@ -20,6 +17,7 @@ use crate::exchange::{
 use crate::http::{HttpEvent, Protocol, ProtocolDecoder, ProtocolLimits};
 use crate::k8s::ApiRequest;
 use crate::k8s::body::BodyLimits;
+use crate::k8s::open_requests::OpenRequest;
 use crate::k8s::release::KubernetesRelease;
 use crate::k8s::watch::WatchStreams;
 use crate::policy::{CaptureLimits, CapturePolicy};
@@ -89,32 +87,9 @@ impl Default for DecodeConfig {
     }
 }
 
-/// `apiscope_inflight_requests` labels, as the apiserver's `apiserver_current_inflight_requests`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct InflightLabels {
-    /// `readOnly` (GET, HEAD) or `mutating`.
-    pub request_kind: String,
-}
-
-/// `apiscope_longrunning_requests` labels, as the apiserver's `apiserver_longrunning_gauge`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LongRunningLabels {
-    pub verb: String,
-    pub group: String,
-    pub version: String,
-    pub resource: String,
-    pub subresource: String,
-    pub scope: String,
-    pub component: String,
-}
-
 /// Metrics of the decode stages.
 #[derive(Default)]
 pub struct DecodeMetrics {
-    /// Requests started but not answered yet, long-running ones excluded.
-    pub inflight: Family<InflightLabels, Gauge>,
-    /// Open long-running requests (watches, exec, proxy...).
-    pub longrunning: Family<LongRunningLabels, Gauge>,
     pub reassembly: ReassemblyMetrics,
     pub exchange: ExchangeMetrics,
     pub api_requests: Counter,
@@ -127,16 +102,6 @@ impl DecodeMetrics {
     pub fn register(&self, registry: &mut Registry) {
         self.reassembly.register(registry);
         self.exchange.register(registry);
-        registry.register(
-            "apiscope_inflight_requests",
-            "Requests the apiserver has started to serve and not answered yet, long-running ones excluded (as apiserver_current_inflight_requests), by request_kind",
-            self.inflight.clone(),
-        );
-        registry.register(
-            "apiscope_longrunning_requests",
-            "Open long-running requests (watches, exec, attach, proxy, log, portforward), as apiserver_longrunning_gauge",
-            self.longrunning.clone(),
-        );
         let r = registry.sub_registry_with_prefix("apiscope_decode");
 
         r.register(
@@ -312,53 +277,15 @@ impl DecodePipeline {
         self.flush(metrics, out);
     }
 
-    /// Recomputes the in-flight and long-running gauges from the open exchanges of the traced
-    /// process's server connections (cheap enough once a second, not per chunk).
-    pub fn update_open_request_gauges(&self, metrics: &DecodeMetrics) {
-        use crate::k8s::request_info::{is_long_running, metric_verb, resolve, scope};
-        let mut read_only = 0;
-        let mut mutating = 0;
-        let mut longrunning: HashMap<LongRunningLabels, i64> = HashMap::new();
-        for state in self.connections.values() {
-            if state.exchanges.facts().role != Role::Server {
-                continue;
-            }
-            for exchange in state.exchanges.in_flight() {
-                let method = exchange.request.header(":method").unwrap_or_default();
-                let target = exchange.request.header(":path").unwrap_or_default();
-                let info = resolve(method, target);
-                if is_long_running(&info, method) {
-                    let content_type = exchange.request.header("content-type").unwrap_or_default();
-                    let labels = LongRunningLabels {
-                        verb: metric_verb(&info, method, content_type),
-                        scope: scope(&info).to_owned(),
-                        group: info.api_group,
-                        version: info.api_version,
-                        resource: info.resource,
-                        subresource: info.subresource,
-                        component: "apiserver".to_owned(),
-                    };
-                    *longrunning.entry(labels).or_default() += 1;
-                } else if method == "GET" || method == "HEAD" {
-                    read_only += 1;
-                } else {
-                    mutating += 1;
-                }
-            }
-        }
-        for (kind, value) in [("readOnly", read_only), ("mutating", mutating)] {
-            metrics
-                .inflight
-                .get_or_create(&InflightLabels {
-                    request_kind: kind.to_owned(),
-                })
-                .set(value);
-        }
-        // Label sets of watches that ended must go, not stay at their last value.
-        metrics.longrunning.clear();
-        for (labels, value) in longrunning {
-            metrics.longrunning.get_or_create(&labels).set(value);
-        }
+    /// The requests the traced process's server connections are serving now (for the open-
+    /// request gauges: cheap enough once a second, not per chunk).
+    pub fn open_requests(&self) -> Vec<OpenRequest> {
+        self.connections
+            .values()
+            .filter(|state| state.exchanges.facts().role == Role::Server)
+            .flat_map(|state| state.exchanges.in_flight())
+            .map(|exchange| OpenRequest::of(&exchange.request))
+            .collect()
     }
 
     /// Forgets connections idle past the timeout (`now_ns` on the capture clock).

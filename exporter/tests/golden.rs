@@ -14,6 +14,7 @@ use apiscope::k8s::api_request::CaptureLevel;
 use apiscope::pipeline::{DecodeConfig, DecodeMetrics, DecodePipeline};
 use apiscope::policy::CapturePolicy;
 use apiscope::record::ChunkReader;
+use apiscope::sinks::request_metrics::RequestMetrics;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decode")
@@ -163,9 +164,10 @@ fn open_watches_of_the_recording_show_in_the_long_running_gauge() {
     for chunk in reader {
         pipeline.push(&chunk.expect("chunk"), &metrics, &mut requests);
     }
-    pipeline.update_open_request_gauges(&metrics);
+    let gauges = RequestMetrics::default();
+    gauges.set_open_requests(&pipeline.open_requests());
     let mut registry = prometheus_client::registry::Registry::default();
-    metrics.register(&mut registry);
+    gauges.register(&mut registry);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
     let open: f64 = text

@@ -20,6 +20,8 @@ const STAGES: &[&str] = &[
     "policy",
     "pipeline",
     "sinks",
+    // The commands wired together: may use every stage.
+    "app",
 ];
 
 #[test]

@@ -14,6 +14,7 @@ pub mod api_request;
 mod assemble;
 pub mod body;
 pub mod client;
+pub mod open_requests;
 pub mod release;
 pub mod request_info;
 pub mod watch;

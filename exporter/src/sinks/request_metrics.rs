@@ -26,6 +26,7 @@
 //! the exchange ended), so there is no in-flight or long-running gauge here; watch events are
 //! counted when their watch ends.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -34,11 +35,13 @@ use opentelemetry::metrics::{Counter as OtelCounter, Histogram as OtelHistogram,
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::k8s::ApiRequest;
 use crate::k8s::client::BoundedLabel;
+use crate::k8s::open_requests::OpenRequest;
 use crate::k8s::release::{KubernetesRelease, LabelRules};
 use crate::k8s::request_info::dry_run_label;
 use crate::vocabulary::Role;
@@ -114,9 +117,10 @@ pub struct DurationLabels {
     pub component: String,
 }
 
-/// `apiscope_response_sizes_bytes`: `apiserver_response_sizes`'s labels.
+/// `apiscope_response_sizes_bytes` (`apiserver_response_sizes`) and
+/// `apiscope_longrunning_requests` (`apiserver_longrunning_gauge`): the same labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SizeLabels {
+pub struct ResourceLabels {
     pub verb: String,
     pub group: String,
     pub version: String,
@@ -124,6 +128,13 @@ pub struct SizeLabels {
     pub subresource: String,
     pub scope: String,
     pub component: String,
+}
+
+/// `apiscope_inflight_requests` labels, as the apiserver's `apiserver_current_inflight_requests`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InflightLabels {
+    /// `readOnly` (GET, HEAD) or `mutating`.
+    pub request_kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -259,13 +270,17 @@ const OVERFLOW_HELP: &str =
 pub struct RequestMetrics {
     pub requests: Family<RequestLabels, Counter>,
     pub duration: HistogramFamily<DurationLabels>,
-    pub response_sizes: HistogramFamily<SizeLabels>,
+    pub response_sizes: HistogramFamily<ResourceLabels>,
     pub watch_events: Family<WatchEventLabels, Counter>,
     pub watch_bytes: Family<WatchBytesLabels, Counter>,
     pub throttled: Family<ThrottledLabels, Counter>,
     pub apf: Family<ApfLabels, Counter>,
     pub nonresource: Family<NonResourceLabels, Counter>,
     pub label_overflow: Family<OverflowLabels, Counter>,
+    /// Requests started but not answered yet, long-running ones excluded.
+    pub inflight: Family<InflightLabels, Gauge>,
+    /// Open long-running requests (watches, exec, proxy...).
+    pub longrunning: Family<ResourceLabels, Gauge>,
     clients: BoundedLabel,
     groups: BoundedLabel,
     versions: BoundedLabel,
@@ -301,6 +316,8 @@ impl RequestMetrics {
             apf: Family::default(),
             nonresource: Family::default(),
             label_overflow: Family::default(),
+            inflight: Family::default(),
+            longrunning: Family::default(),
             clients: BoundedLabel::new(limits.clients),
             groups: BoundedLabel::new(limits.groups),
             versions: BoundedLabel::new(limits.versions),
@@ -397,6 +414,62 @@ impl RequestMetrics {
             OVERFLOW_HELP,
             self.label_overflow.clone(),
         );
+        registry.register(
+            "apiscope_inflight_requests",
+            "Requests the apiserver has started to serve and not answered yet, long-running ones excluded (as apiserver_current_inflight_requests), by request_kind",
+            self.inflight.clone(),
+        );
+        registry.register(
+            "apiscope_longrunning_requests",
+            "Open long-running requests (watches, exec, attach, proxy, log, portforward), as apiserver_longrunning_gauge",
+            self.longrunning.clone(),
+        );
+    }
+
+    /// Sets the in-flight and long-running gauges to what is open now. Resource labels pass
+    /// the same bounds as the counters' (a watch on a client-chosen URL must not add a series
+    /// per URL); values over a bound show as `other` without being counted again each time.
+    pub fn set_open_requests(&self, open: &[OpenRequest]) {
+        let mut read_only = 0;
+        let mut mutating = 0;
+        let mut longrunning: HashMap<ResourceLabels, i64> = HashMap::new();
+        for request in open {
+            match request {
+                OpenRequest::InFlight { read_only: true } => read_only += 1,
+                OpenRequest::InFlight { read_only: false } => mutating += 1,
+                OpenRequest::LongRunning {
+                    verb,
+                    group,
+                    version,
+                    resource,
+                    subresource,
+                    scope,
+                } => {
+                    let labels = ResourceLabels {
+                        verb: verb.clone(),
+                        group: self.groups.admit(group),
+                        version: self.versions.admit(version),
+                        resource: self.resources.admit(resource),
+                        subresource: self.subresources.admit(subresource),
+                        scope: (*scope).to_owned(),
+                        component: APISERVER_COMPONENT.to_owned(),
+                    };
+                    *longrunning.entry(labels).or_default() += 1;
+                }
+            }
+        }
+        for (kind, value) in [("readOnly", read_only), ("mutating", mutating)] {
+            self.inflight
+                .get_or_create(&InflightLabels {
+                    request_kind: kind.to_owned(),
+                })
+                .set(value);
+        }
+        // Label sets of watches that ended must go, not stay at their last value.
+        self.longrunning.clear();
+        for (labels, value) in longrunning {
+            self.longrunning.get_or_create(&labels).set(value);
+        }
     }
 
     fn bound(&self, bound: &BoundedLabel, label: &str, value: &str) -> String {
@@ -470,7 +543,7 @@ impl RequestMetrics {
             .get_or_create(&duration_labels)
             .observe(seconds);
         let size_observed = observes_response_size(request);
-        let size_labels = SizeLabels {
+        let size_labels = ResourceLabels {
             verb: duration_labels.verb.clone(),
             group: duration_labels.group.clone(),
             version: duration_labels.version.clone(),

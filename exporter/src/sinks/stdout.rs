@@ -1,12 +1,15 @@
 //! The simplest sink: API requests as JSON lines or a human-readable table, on stdout or a file.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::ValueEnum;
 
 use crate::capture::TlsChunk;
 use crate::k8s::ApiRequest;
+use crate::sinks::Sink;
 
 /// What `capture` and `replay` print.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -17,6 +20,60 @@ pub enum OutputFormat {
     Table,
     /// The raw capture: one TLS chunk JSON object per line (payload base64), no decoding.
     Chunks,
+}
+
+/// The JSON-lines or table writer, as a sink. Buffered: a batch becomes visible at `flush`.
+pub struct RequestWriter {
+    out: Box<dyn Write + Send>,
+    format: OutputFormat,
+    /// Requests written but not flushed yet.
+    unflushed: bool,
+}
+
+impl RequestWriter {
+    /// Opens `output` ("-" for stdout) and, for the table, writes its header.
+    pub fn open(output: &str, format: OutputFormat) -> Result<Self> {
+        let mut out = open_output(output)?;
+        if format == OutputFormat::Table {
+            writeln!(out, "{}", table_header())?;
+        }
+        Ok(RequestWriter {
+            out,
+            format,
+            unflushed: false,
+        })
+    }
+}
+
+impl Sink for RequestWriter {
+    fn send(&mut self, request: &ApiRequest) -> Result<()> {
+        write_request(&mut self.out, self.format, request)?;
+        self.unflushed = true;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if std::mem::take(&mut self.unflushed) {
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>, _deadline: Duration) -> Result<()> {
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+/// A buffered writer on `output`: a file (created or truncated) or "-" for stdout.
+pub fn open_output(output: &str) -> Result<Box<dyn Write + Send>> {
+    Ok(if output == "-" {
+        Box::new(BufWriter::new(std::io::stdout()))
+    } else {
+        Box::new(BufWriter::new(
+            File::create(output).with_context(|| format!("creating {output}"))?,
+        ))
+    })
 }
 
 pub fn write_request(
