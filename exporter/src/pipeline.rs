@@ -1,7 +1,6 @@
 //! The decode pipeline: chunks in, [`ApiRequest`]s out, through reassembly -> http -> exchange ->
 //! k8s. The same code runs on live capture and on a replayed recording.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +20,9 @@ use crate::k8s::open_requests::OpenRequest;
 use crate::k8s::release::KubernetesRelease;
 use crate::k8s::watch::WatchStreams;
 use crate::policy::{CaptureLimits, CapturePolicy};
-use crate::reassembly::{Reassembler, ReassemblyConfig, ReassemblyMetrics, pieces};
+use crate::reassembly::{ConnectionTable, Evicted, ReassemblyConfig, ReassemblyMetrics, pieces};
+use crate::vocabulary::Role;
 use crate::vocabulary::parse_duration;
-use crate::vocabulary::{ConnectionId, Role};
 
 /// Decoder settings (`apiscope capture` / `apiscope replay` flags).
 #[derive(Args, Clone, Debug)]
@@ -137,8 +136,8 @@ struct ConnectionState {
 pub struct DecodePipeline {
     config: DecodeConfig,
     realtime_offset_ns: i64,
-    reassembler: Reassembler,
-    connections: HashMap<ConnectionId, ConnectionState>,
+    /// The one connection table: every stage's state of each connection.
+    connections: ConnectionTable<ConnectionState>,
     events: Vec<HttpEvent>,
     finished: Vec<Exchange>,
     body_limits: BodyLimits,
@@ -160,7 +159,7 @@ impl DecodePipeline {
         realtime_offset_ns: i64,
         policy: CapturePolicy,
     ) -> Self {
-        let reassembler = Reassembler::new(ReassemblyConfig {
+        let connections = ConnectionTable::new(ReassemblyConfig {
             max_connections: config.max_decoded_connections,
             idle_timeout: config.idle_timeout,
             max_buffered_bytes_per_connection: config.max_connection_bytes,
@@ -177,8 +176,7 @@ impl DecodePipeline {
         DecodePipeline {
             config,
             realtime_offset_ns,
-            reassembler,
-            connections: HashMap::new(),
+            connections,
             events: Vec::new(),
             finished: Vec::new(),
             watches: Arc::new(WatchStreams {
@@ -204,20 +202,22 @@ impl DecodePipeline {
         }
         let id = chunk.connection;
         let direction = chunk.payload().map(|(direction, _, _)| direction);
-        for (evicted, _why) in
-            self.reassembler
-                .observe(id, direction, chunk.timestamp_ns, &metrics.reassembly)
-        {
-            self.end_connection(evicted, Ending::Evicted, metrics);
-        }
+        let evicted =
+            self.connections
+                .observe(id, direction, chunk.timestamp_ns, &metrics.reassembly);
+        self.end_evicted(evicted);
+        let (config, watches) = (&self.config, &self.watches);
+        let new_state = || connection_state(config, watches, chunk);
         match &chunk.kind {
             ChunkEventKind::Data {
                 direction,
                 len,
                 data,
             } => {
-                let state =
-                    connection_state(&mut self.connections, &self.config, &self.watches, chunk);
+                // Observed just above, so in the table.
+                let Some(state) = self.connections.state_or_insert_with(&id, new_state) else {
+                    return;
+                };
                 for piece in pieces(&data.0, *len) {
                     if let crate::reassembly::Piece::Gap(n) = piece {
                         metrics.reassembly.gap_bytes.inc_by(u64::from(n));
@@ -235,9 +235,8 @@ impl DecodePipeline {
                         .on_event(event, &metrics.exchange, &mut self.finished);
                 }
                 let held = state.decoder.buffered_bytes() + state.exchanges.buffered_bytes();
-                for (evicted, _why) in self.reassembler.account(id, held, &metrics.reassembly) {
-                    self.end_connection(evicted, Ending::Evicted, metrics);
-                }
+                let evicted = self.connections.account(id, held, &metrics.reassembly);
+                self.end_evicted(evicted);
             }
             ChunkEventKind::Headers {
                 message,
@@ -245,12 +244,12 @@ impl DecodePipeline {
                 fields,
                 ..
             } => {
-                let state =
-                    connection_state(&mut self.connections, &self.config, &self.watches, chunk);
-                let kind = *message;
+                let Some(state) = self.connections.state_or_insert_with(&id, new_state) else {
+                    return;
+                };
                 state.exchanges.on_hook_headers(
                     *stream_id,
-                    kind,
+                    *message,
                     fields.clone(),
                     chunk.timestamp_ns,
                     &metrics.exchange,
@@ -258,22 +257,23 @@ impl DecodePipeline {
                 );
             }
             ChunkEventKind::Close => {
-                if let Some(state) = self.connections.get_mut(&id) {
+                if let Some(mut state) = self.connections.close(&id) {
                     state.decoder.close(chunk.timestamp_ns, &mut self.events);
                     for event in self.events.drain(..) {
                         state
                             .exchanges
                             .on_event(event, &metrics.exchange, &mut self.finished);
                     }
+                    state
+                        .exchanges
+                        .close(Ending::ConnectionClosed, &mut self.finished);
                 }
-                self.reassembler.close(&id);
-                self.end_connection(id, Ending::ConnectionClosed, metrics);
             }
         }
         metrics
             .reassembly
             .connections
-            .set(self.connections.len() as i64);
+            .set(self.connections.connections() as i64);
         self.flush(metrics, out);
     }
 
@@ -281,7 +281,7 @@ impl DecodePipeline {
     /// request gauges: cheap enough once a second, not per chunk).
     pub fn open_requests(&self) -> Vec<OpenRequest> {
         self.connections
-            .values()
+            .states()
             .filter(|state| state.exchanges.facts().role == Role::Server)
             .flat_map(|state| state.exchanges.in_flight())
             .map(|exchange| OpenRequest::of(&exchange.request))
@@ -290,25 +290,29 @@ impl DecodePipeline {
 
     /// Forgets connections idle past the timeout (`now_ns` on the capture clock).
     pub fn evict_idle(&mut self, now_ns: u64, metrics: &DecodeMetrics, out: &mut Vec<ApiRequest>) {
-        for id in self.reassembler.evict_idle(now_ns, &metrics.reassembly) {
-            self.end_connection(id, Ending::Evicted, metrics);
-        }
+        let evicted = self.connections.evict_idle(now_ns, &metrics.reassembly);
+        self.end_evicted(evicted);
         self.flush(metrics, out);
     }
 
     /// Ends every open exchange (end of a recording, shutdown): they are reported incomplete.
     pub fn finish(&mut self, metrics: &DecodeMetrics, out: &mut Vec<ApiRequest>) {
-        let ids: Vec<ConnectionId> = self.connections.keys().copied().collect();
-        for id in ids {
-            self.reassembler.close(&id);
-            self.end_connection(id, Ending::Unfinished, metrics);
+        for (_, state) in self.connections.drain() {
+            if let Some(mut state) = state {
+                state
+                    .exchanges
+                    .close(Ending::Unfinished, &mut self.finished);
+            }
         }
         self.flush(metrics, out);
     }
 
-    fn end_connection(&mut self, id: ConnectionId, ending: Ending, _metrics: &DecodeMetrics) {
-        if let Some(mut state) = self.connections.remove(&id) {
-            state.exchanges.close(ending, &mut self.finished);
+    /// Evicted connections' open exchanges end, reported incomplete.
+    fn end_evicted(&mut self, evicted: Vec<Evicted<ConnectionState>>) {
+        for evicted in evicted {
+            if let Some(mut state) = evicted.state {
+                state.exchanges.close(Ending::Evicted, &mut self.finished);
+            }
         }
     }
 
@@ -347,29 +351,27 @@ fn protocol_label(protocol: Protocol) -> &'static str {
     }
 }
 
-fn connection_state<'a>(
-    connections: &'a mut HashMap<ConnectionId, ConnectionState>,
+/// A new connection's decoder and exchange state.
+fn connection_state(
     config: &DecodeConfig,
     watches: &Arc<WatchStreams>,
     chunk: &TlsChunk,
-) -> &'a mut ConnectionState {
-    connections
-        .entry(chunk.connection)
-        .or_insert_with(|| ConnectionState {
-            decoder: ProtocolDecoder::new(chunk.role, ProtocolLimits::default()),
-            exchanges: ExchangeAssembler::new(
-                ConnectionFacts {
-                    connection: chunk.connection,
-                    role: chunk.role,
-                    local: chunk.local,
-                    remote: chunk.remote,
-                    protocol: "",
-                },
-                ExchangeLimits {
-                    max_body_bytes: config.max_body_bytes,
-                    ..ExchangeLimits::default()
-                },
-            )
-            .with_response_streams(watches.clone()),
-        })
+) -> ConnectionState {
+    ConnectionState {
+        decoder: ProtocolDecoder::new(chunk.role, ProtocolLimits::default()),
+        exchanges: ExchangeAssembler::new(
+            ConnectionFacts {
+                connection: chunk.connection,
+                role: chunk.role,
+                local: chunk.local,
+                remote: chunk.remote,
+                protocol: "",
+            },
+            ExchangeLimits {
+                max_body_bytes: config.max_body_bytes,
+                ..ExchangeLimits::default()
+            },
+        )
+        .with_response_streams(watches.clone()),
+    }
 }

@@ -6,11 +6,12 @@
 //! - turns each chunk into [`Piece`]s: the copied bytes, then a gap of known length for what the
 //!   capture did not copy (a truncated large write), so the parser can skip it in frame sync;
 //! - notices time running backwards within a direction (counted; the data is passed on as is);
-//! - keeps the per-connection state table bounded: closed connections are removed, connections
-//!   idle longer than `idle_timeout` and, over `max_connections`, the least recently active ones
-//!   are evicted (counted);
-//! - accounts the bytes later stages hold per connection and in total, so the pipeline can evict
-//!   the heaviest connection when the total budget is exceeded.
+//! - owns the one connection table ([`ConnectionTable`]), with every later stage's state per
+//!   connection in it, and keeps it bounded: closed connections are removed, connections idle
+//!   longer than `idle_timeout` and, over `max_connections`, the least recently active ones are
+//!   evicted (counted per reason);
+//! - accounts the bytes later stages hold per connection and in total, evicting the heaviest
+//!   connection when the total budget is exceeded.
 
 pub mod metrics;
 
@@ -62,31 +63,45 @@ pub fn pieces(data: &[u8], len: u32) -> impl Iterator<Item = Piece<'_>> {
     bytes.into_iter().chain(gap)
 }
 
-/// Per-connection bookkeeping of the stage.
+/// One connection's row: this stage's bookkeeping and the later stages' state (`S`, made when
+/// the connection's first data or header block arrives).
 #[derive(Clone, Debug)]
-struct Tracked {
+struct Tracked<S> {
     last_event_ns: u64,
     last_ns_by_direction: [u64; 2],
     buffered_bytes: usize,
+    state: Option<S>,
 }
 
-/// The connection table: which connections are live, how recently, and how much they hold.
-pub struct Reassembler {
+/// The connection table, the only one: which connections are live, how recently, how much the
+/// later stages hold for each, and those stages' per-connection state. Eviction (idle, count,
+/// memory) happens here and nowhere else, counted per reason; what is evicted is handed back
+/// with its state so the owner can end its open exchanges.
+pub struct ConnectionTable<S> {
     config: ReassemblyConfig,
-    connections: HashMap<ConnectionId, Tracked>,
+    connections: HashMap<ConnectionId, Tracked<S>>,
     buffered_total: usize,
 }
 
-/// Why a connection left the table.
+/// Why a connection left the table before it closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Eviction {
+    Idle,
     TooManyConnections,
     OverMemoryBudget,
 }
 
-impl Reassembler {
+/// A connection evicted from the table, with the later stages' state it had.
+#[derive(Debug)]
+pub struct Evicted<S> {
+    pub connection: ConnectionId,
+    pub reason: Eviction,
+    pub state: Option<S>,
+}
+
+impl<S> ConnectionTable<S> {
     pub fn new(config: ReassemblyConfig) -> Self {
-        Reassembler {
+        ConnectionTable {
             config,
             connections: HashMap::new(),
             buffered_total: 0,
@@ -105,29 +120,29 @@ impl Reassembler {
         self.buffered_total
     }
 
-    /// Records an event on `connection`. Returns the connections that must be evicted to make
-    /// room for it (least recently active first), if the table is full.
+    /// Records an event on `connection`. Returns the connections evicted to make room for it
+    /// (least recently active first), if the table is full.
     pub fn observe(
         &mut self,
         connection: ConnectionId,
         direction: Option<Direction>,
         timestamp_ns: u64,
         metrics: &ReassemblyMetrics,
-    ) -> Vec<(ConnectionId, Eviction)> {
-        let mut evict = Vec::new();
+    ) -> Vec<Evicted<S>> {
+        let mut evicted = Vec::new();
         if !self.connections.contains_key(&connection)
             && self.connections.len() >= self.config.max_connections
         {
             if let Some(oldest) = self.least_recently_active() {
-                self.forget(&oldest);
                 metrics.evicted_too_many.inc();
-                evict.push((oldest, Eviction::TooManyConnections));
+                evicted.extend(self.evict(oldest, Eviction::TooManyConnections));
             }
         }
         let tracked = self.connections.entry(connection).or_insert(Tracked {
             last_event_ns: timestamp_ns,
             last_ns_by_direction: [0; 2],
             buffered_bytes: 0,
+            state: None,
         });
         tracked.last_event_ns = tracked.last_event_ns.max(timestamp_ns);
         if let Some(direction) = direction {
@@ -137,10 +152,39 @@ impl Reassembler {
             }
             *last = (*last).max(timestamp_ns);
         }
-        evict
+        evicted
     }
 
-    /// Updates what later stages hold for `connection`. Returns connections to evict (the
+    /// The later stages' state of an observed connection, made by `make` the first time.
+    /// `None` if the connection is not in the table (not observed, or evicted since).
+    pub fn state_or_insert_with(
+        &mut self,
+        connection: &ConnectionId,
+        make: impl FnOnce() -> S,
+    ) -> Option<&mut S> {
+        let tracked = self.connections.get_mut(connection)?;
+        Some(tracked.state.get_or_insert_with(make))
+    }
+
+    /// The state of a connection, if it has one.
+    pub fn state_mut(&mut self, connection: &ConnectionId) -> Option<&mut S> {
+        self.connections.get_mut(connection)?.state.as_mut()
+    }
+
+    /// The state of every connection that has one.
+    pub fn states(&self) -> impl Iterator<Item = &S> {
+        self.connections.values().filter_map(|t| t.state.as_ref())
+    }
+
+    /// Connections with state (the ones later stages are decoding).
+    pub fn decoded_connections(&self) -> usize {
+        self.connections
+            .values()
+            .filter(|t| t.state.is_some())
+            .count()
+    }
+
+    /// Updates what later stages hold for `connection`. Returns the connections evicted (the
     /// connection itself if it alone is over its limit; the heaviest ones while the total is
     /// over budget).
     pub fn account(
@@ -148,17 +192,16 @@ impl Reassembler {
         connection: ConnectionId,
         buffered_bytes: usize,
         metrics: &ReassemblyMetrics,
-    ) -> Vec<(ConnectionId, Eviction)> {
+    ) -> Vec<Evicted<S>> {
         let Some(tracked) = self.connections.get_mut(&connection) else {
             return Vec::new();
         };
         self.buffered_total = self.buffered_total - tracked.buffered_bytes + buffered_bytes;
         tracked.buffered_bytes = buffered_bytes;
-        let mut evict = Vec::new();
+        let mut evicted = Vec::new();
         if buffered_bytes > self.config.max_buffered_bytes_per_connection {
-            self.forget(&connection);
             metrics.evicted_memory.inc();
-            evict.push((connection, Eviction::OverMemoryBudget));
+            evicted.extend(self.evict(connection, Eviction::OverMemoryBudget));
         }
         while self.buffered_total > self.config.max_buffered_bytes_total {
             let Some(heaviest) = self
@@ -169,21 +212,29 @@ impl Reassembler {
             else {
                 break;
             };
-            self.forget(&heaviest);
             metrics.evicted_memory.inc();
-            evict.push((heaviest, Eviction::OverMemoryBudget));
+            evicted.extend(self.evict(heaviest, Eviction::OverMemoryBudget));
         }
         metrics.buffered_bytes.set(self.buffered_total as i64);
-        evict
+        evicted
     }
 
-    /// The connection closed: forget it.
-    pub fn close(&mut self, connection: &ConnectionId) {
-        self.forget(connection);
+    /// The connection closed: forget it, handing back its state.
+    pub fn close(&mut self, connection: &ConnectionId) -> Option<S> {
+        self.forget(connection)?.state
+    }
+
+    /// Removes every connection (end of a recording, shutdown), with its state.
+    pub fn drain(&mut self) -> Vec<(ConnectionId, Option<S>)> {
+        self.buffered_total = 0;
+        self.connections
+            .drain()
+            .map(|(id, tracked)| (id, tracked.state))
+            .collect()
     }
 
     /// Connections idle for longer than the timeout at `now_ns`, removed from the table.
-    pub fn evict_idle(&mut self, now_ns: u64, metrics: &ReassemblyMetrics) -> Vec<ConnectionId> {
+    pub fn evict_idle(&mut self, now_ns: u64, metrics: &ReassemblyMetrics) -> Vec<Evicted<S>> {
         let timeout = u64::try_from(self.config.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
         let idle: Vec<ConnectionId> = self
             .connections
@@ -191,17 +242,27 @@ impl Reassembler {
             .filter(|(_, t)| now_ns.saturating_sub(t.last_event_ns) > timeout)
             .map(|(id, _)| *id)
             .collect();
-        for id in &idle {
-            self.forget(id);
+        let mut evicted = Vec::new();
+        for id in idle {
             metrics.evicted_idle.inc();
+            evicted.extend(self.evict(id, Eviction::Idle));
         }
-        idle
+        evicted
     }
 
-    fn forget(&mut self, connection: &ConnectionId) {
-        if let Some(tracked) = self.connections.remove(connection) {
-            self.buffered_total -= tracked.buffered_bytes;
-        }
+    fn evict(&mut self, connection: ConnectionId, reason: Eviction) -> Option<Evicted<S>> {
+        let tracked = self.forget(&connection)?;
+        Some(Evicted {
+            connection,
+            reason,
+            state: tracked.state,
+        })
+    }
+
+    fn forget(&mut self, connection: &ConnectionId) -> Option<Tracked<S>> {
+        let tracked = self.connections.remove(connection)?;
+        self.buffered_total -= tracked.buffered_bytes;
+        Some(tracked)
     }
 
     fn least_recently_active(&self) -> Option<ConnectionId> {
