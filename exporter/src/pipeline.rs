@@ -21,8 +21,7 @@ use crate::k8s::release::KubernetesRelease;
 use crate::k8s::watch::WatchStreams;
 use crate::policy::{CaptureLimits, CapturePolicy};
 use crate::reassembly::{ConnectionTable, Evicted, ReassemblyConfig, ReassemblyMetrics, pieces};
-use crate::vocabulary::Role;
-use crate::vocabulary::parse_duration;
+use crate::vocabulary::{Role, parse_duration};
 
 /// Decoder settings (`apiscope capture` / `apiscope replay` flags).
 #[derive(Args, Clone, Debug)]

@@ -15,8 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::http::{HttpEvent, StreamId, request_direction};
-use crate::vocabulary::{ConnectionId, Direction, Role};
-use crate::vocabulary::{HeaderField, MessageKind};
+use crate::vocabulary::{ConnectionId, Direction, HeaderField, MessageKind, Role};
 
 pub use metrics::ExchangeMetrics;
 

@@ -12,8 +12,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::k8s::api_request::{Impersonation, ServiceAccountRef};
-use crate::vocabulary::HeaderField;
-use crate::vocabulary::text;
+use crate::vocabulary::{HeaderField, text};
 
 /// Longest component label [`component_from_user_agent`] returns.
 pub const MAX_COMPONENT_LEN: usize = 32;

@@ -21,8 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::capture::chunk::Bytes;
 use crate::capture::{ChunkEventKind, TlsChunk};
-use crate::vocabulary::{ConnectionId, Direction, Role};
-use crate::vocabulary::{HeaderField, MessageKind};
+use crate::vocabulary::{ConnectionId, Direction, HeaderField, MessageKind, Role};
 
 /// Value of the `apiscope` key: the version of this metadata format.
 pub(crate) const FORMAT_VERSION: u64 = 1;

@@ -11,8 +11,7 @@ use super::packet::{
     MAX_SEGMENT_PAYLOAD, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, TcpSegment, encode_tcp_packet,
 };
 use crate::capture::{ChunkEventKind, TlsChunk};
-use crate::vocabulary::MessageKind;
-use crate::vocabulary::{ConnectionId, Direction, Role};
+use crate::vocabulary::{ConnectionId, Direction, MessageKind, Role};
 
 /// Largest payload one chunk may carry in a recording; the reader enforces the same bound, so
 /// anything written can be read back.

@@ -49,8 +49,7 @@ use tracing::{info, warn};
 use super::attributes::{self, span_attributes, span_name};
 use crate::k8s::ApiRequest;
 use crate::k8s::api_request::{CaptureLevel, CapturedBody};
-use crate::vocabulary::Role;
-use crate::vocabulary::parse_duration;
+use crate::vocabulary::{Role, parse_duration};
 
 /// OTLP transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -6,8 +6,7 @@ use super::frame::{CLIENT_PREFACE, FrameType};
 use super::test_support::{Encoder, frame};
 use crate::http::{HttpEvent, Protocol, ProtocolDecoder, ProtocolLimits};
 use crate::reassembly::Piece;
-use crate::vocabulary::{Direction, Role};
-use crate::vocabulary::{HeaderField, MessageKind};
+use crate::vocabulary::{Direction, HeaderField, MessageKind, Role};
 
 const IN: Direction = Direction::Ingress;
 const OUT: Direction = Direction::Egress;
