@@ -166,22 +166,9 @@ impl<S> ConnectionTable<S> {
         Some(tracked.state.get_or_insert_with(make))
     }
 
-    /// The state of a connection, if it has one.
-    pub fn state_mut(&mut self, connection: &ConnectionId) -> Option<&mut S> {
-        self.connections.get_mut(connection)?.state.as_mut()
-    }
-
     /// The state of every connection that has one.
     pub fn states(&self) -> impl Iterator<Item = &S> {
         self.connections.values().filter_map(|t| t.state.as_ref())
-    }
-
-    /// Connections with state (the ones later stages are decoding).
-    pub fn decoded_connections(&self) -> usize {
-        self.connections
-            .values()
-            .filter(|t| t.state.is_some())
-            .count()
     }
 
     /// Updates what later stages hold for `connection`. Returns the connections evicted (the

@@ -144,7 +144,7 @@ fn later_stages_state_lives_in_the_table_and_leaves_with_its_connection() {
     let evicted = table.observe(conn(2), None, 2, &metrics);
     assert_eq!(evicted.len(), 1);
     assert_eq!(evicted[0].state, Some("one"));
-    assert!(table.state_mut(&conn(1)).is_none());
+    assert!(table.state_or_insert_with(&conn(1), || "one").is_none());
     table.state_or_insert_with(&conn(2), || "two");
     assert_eq!(table.close(&conn(2)), Some("two"));
     assert_eq!(table.connections(), 0);
