@@ -837,6 +837,58 @@ mod tests {
         text.lines().filter(|l| l.starts_with(prefix)).collect()
     }
 
+    #[test]
+    fn open_request_gauges_pass_the_label_bounds_and_forget_ended_watches() {
+        let m = RequestMetrics::new(LabelLimits {
+            resources: 1,
+            ..LabelLimits::default()
+        });
+        let watch = |resource: &str| OpenRequest::LongRunning {
+            verb: "WATCH".to_owned(),
+            group: String::new(),
+            version: "v1".to_owned(),
+            resource: resource.to_owned(),
+            subresource: String::new(),
+            scope: "cluster",
+        };
+        let open = [
+            watch("pods"),
+            watch("pods"),
+            watch("made-up-by-a-client"),
+            OpenRequest::InFlight { read_only: true },
+            OpenRequest::InFlight { read_only: false },
+            OpenRequest::InFlight { read_only: false },
+        ];
+        m.set_open_requests(&open);
+        let text = encode(&m);
+        let longrunning = lines_with(&text, "apiscope_longrunning_requests{");
+        assert_eq!(longrunning.len(), 2, "{text}");
+        assert!(
+            longrunning
+                .iter()
+                .any(|l| l.contains("resource=\"pods\"") && l.ends_with(" 2")),
+            "{text}"
+        );
+        assert!(
+            longrunning
+                .iter()
+                .any(|l| l.contains("resource=\"other\"") && l.ends_with(" 1")),
+            "{text}"
+        );
+        assert!(text.contains("apiscope_inflight_requests{request_kind=\"mutating\"} 2"));
+        assert!(text.contains("apiscope_inflight_requests{request_kind=\"readOnly\"} 1"));
+        // The gauge is not a counter of overflows: repeated ticks do not count the same watch.
+        assert!(lines_with(&text, "apiscope_request_label_overflow_total{").is_empty());
+        // Watches that ended leave the gauge.
+        m.set_open_requests(&[]);
+        let text = encode(&m);
+        assert!(
+            lines_with(&text, "apiscope_longrunning_requests{").is_empty(),
+            "{text}"
+        );
+        assert!(text.contains("apiscope_inflight_requests{request_kind=\"mutating\"} 0"));
+    }
+
     fn observe_fixtures() -> RequestMetrics {
         let m = RequestMetrics::default();
         // The fixtures' clients are v1.20; so are these expectations.
