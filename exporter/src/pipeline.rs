@@ -170,7 +170,6 @@ impl DecodePipeline {
         };
         let capture_limits = CaptureLimits {
             max_captured_body_bytes: config.max_captured_body_bytes,
-            max_decoded_bytes: config.max_decompressed_bytes,
         };
         DecodePipeline {
             config,
@@ -326,10 +325,10 @@ impl DecodePipeline {
             {
                 continue;
             }
-            let mut request =
+            let (mut request, bodies) =
                 ApiRequest::from_exchange(&exchange, self.realtime_offset_ns, &self.body_limits);
             // Level, bodies and redaction: nothing leaves the pipeline before this.
-            crate::policy::apply(&self.policy, &exchange, &mut request, &self.capture_limits);
+            crate::policy::apply(&self.policy, &bodies, &mut request, &self.capture_limits);
             metrics.api_requests.inc();
             if request.incomplete.is_some() {
                 metrics.incomplete_requests.inc();

@@ -4,24 +4,31 @@
 use crate::exchange::Exchange;
 use crate::k8s::api_request::{ApiRequest, CaptureLevel};
 use crate::k8s::body::{self, BodyLimits};
+use crate::k8s::message_body::{ExchangeBodies, MessageBody};
 use crate::k8s::watch::WatchDecoder;
 use crate::k8s::{client, request_info};
 
 impl ApiRequest {
-    /// Builds the request from a finished exchange. `realtime_offset_ns` turns the capture's
+    /// Builds the request from a finished exchange, and hands back its bodies as read here
+    /// (inflated once) for the capture policy. `realtime_offset_ns` turns the capture's
     /// CLOCK_MONOTONIC timestamps into wall-clock time.
-    pub fn from_exchange(
-        exchange: &Exchange,
+    pub fn from_exchange<'a>(
+        exchange: &'a Exchange,
         realtime_offset_ns: i64,
         body_limits: &BodyLimits,
-    ) -> ApiRequest {
+    ) -> (ApiRequest, ExchangeBodies<'a>) {
         let request = &exchange.request;
         let response = &exchange.response;
+        let bodies = ExchangeBodies {
+            request: MessageBody::new(request, body_limits.max_decoded_bytes),
+            response: MessageBody::new(response, body_limits.max_decoded_bytes),
+            response_is_stream: exchange.is_stream,
+        };
         let method = request.header(":method").unwrap_or_default().to_owned();
         let target = request.header(":path").unwrap_or_default();
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let info = request_info::resolve(&method, target);
-        let request_content_type = request.header("content-type").unwrap_or_default();
+        let request_content_type = bodies.request.content_type();
         let user_agent = request.header("user-agent").unwrap_or_default().to_owned();
 
         let wall = |ns: u64| (i128::from(ns) + i128::from(realtime_offset_ns)).max(0) as u64;
@@ -33,24 +40,19 @@ impl ApiRequest {
         let mut status = None;
         let mut list_items = None;
         if request.body_missing == 0 && !request.body.is_empty() {
-            let decoded = body::decode_body(
-                request_content_type,
-                request.header("content-encoding").unwrap_or_default(),
-                &request.body,
-                body_limits,
-            );
+            let decoded =
+                body::decode_inflated(request_content_type, bodies.request.inflated(), body_limits);
             object = decoded.object;
             decode_errors.extend(decoded.errors);
         }
         let request_object = object.clone();
-        let response_content_type = response.header("content-type").unwrap_or_default();
-        let response_encoding = response.header("content-encoding").unwrap_or_default();
+        let response_content_type = bodies.response.content_type();
+        let response_encoding = bodies.response.content_encoding();
         if !exchange.is_stream && !response.body.is_empty() {
             if response.body_missing == 0 {
-                let decoded = body::decode_body(
+                let decoded = body::decode_inflated(
                     response_content_type,
-                    response_encoding,
-                    &response.body,
+                    bodies.response.inflated(),
                     body_limits,
                 );
                 status = decoded.status;
@@ -81,7 +83,7 @@ impl ApiRequest {
             }
         }
 
-        ApiRequest {
+        let api_request = ApiRequest {
             audit_id: response.header("audit-id").map(str::to_owned),
             start_unix_nano: wall(start),
             end_unix_nano: wall(end),
@@ -154,6 +156,7 @@ impl ApiRequest {
             capture_level: CaptureLevel::Metadata,
             request_body: None,
             response_body: None,
-        }
+        };
+        (api_request, bodies)
     }
 }

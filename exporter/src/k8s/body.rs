@@ -110,11 +110,13 @@ pub fn gunzip_capped(data: &[u8], max_output: usize) -> Result<Vec<u8>, BodyErro
     Ok(out)
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Format {
+/// How a body is written, from its media type and first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFormat {
     Json,
     Protobuf,
     Yaml,
+    /// Anything else: pod logs, exec streams, plain text, unknown media types.
     Other,
 }
 
@@ -132,23 +134,53 @@ fn first_non_ws(data: &[u8]) -> Option<u8> {
     data.iter().copied().find(|b| !b.is_ascii_whitespace())
 }
 
-fn format_of(content_type: &str, data: &[u8]) -> Format {
+/// The format of a body (after content-encoding), used by the decoders here and by the capture
+/// policy when it renders the same bytes.
+pub fn body_format(content_type: &str, data: &[u8]) -> BodyFormat {
     let media = media_type(content_type);
+    // The magic cannot start JSON or YAML text, so it wins over a mislabelled media type.
+    if data.starts_with(PROTOBUF_MAGIC) || media == "application/vnd.kubernetes.protobuf" {
+        return BodyFormat::Protobuf;
+    }
     match media.as_str() {
-        "application/vnd.kubernetes.protobuf" => Format::Protobuf,
-        "application/json" => Format::Json,
-        m if m.ends_with("+json") => Format::Json,
+        "application/json" => BodyFormat::Json,
+        m if m.ends_with("+json") => BodyFormat::Json,
         "application/apply-patch+yaml" | "application/yaml" | "application/x-yaml" => {
             // JSON is YAML: a JSON apply patch is read as JSON.
             if first_non_ws(data) == Some(b'{') {
-                Format::Json
+                BodyFormat::Json
             } else {
-                Format::Yaml
+                BodyFormat::Yaml
             }
         }
-        "" if data.starts_with(PROTOBUF_MAGIC) => Format::Protobuf,
-        "" if first_non_ws(data) == Some(b'{') => Format::Json,
-        _ => Format::Other,
+        "" if matches!(first_non_ws(data), Some(b'{') | Some(b'[')) => BodyFormat::Json,
+        _ => BodyFormat::Other,
+    }
+}
+
+/// Why a body's bytes could not be had as sent before content-encoding.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unreadable {
+    #[error("gzip: {0}")]
+    Gzip(BodyError),
+    #[error("unsupported content-encoding {0:?}")]
+    UnsupportedEncoding(String),
+}
+
+/// A body with its content-encoding undone: borrowed when there was none, gzip inflated up to
+/// `max_decoded_bytes` otherwise.
+pub fn inflate<'a>(
+    content_encoding: &str,
+    body: &'a [u8],
+    max_decoded_bytes: usize,
+) -> Result<Cow<'a, [u8]>, Unreadable> {
+    let encoding = content_encoding.trim().to_ascii_lowercase();
+    match encoding.as_str() {
+        "" | "identity" => Ok(Cow::Borrowed(body)),
+        "gzip" | "x-gzip" => gunzip_capped(body, max_decoded_bytes)
+            .map(Cow::Owned)
+            .map_err(Unreadable::Gzip),
+        other => Err(Unreadable::UnsupportedEncoding(truncate(other, 64))),
     }
 }
 
@@ -160,28 +192,34 @@ pub fn decode_body(
     body: &[u8],
     limits: &BodyLimits,
 ) -> DecodedBody {
-    let mut out = DecodedBody::default();
     if body.is_empty() {
-        return out;
+        return DecodedBody::default();
     }
-    let encoding = content_encoding.trim().to_ascii_lowercase();
-    let data: Cow<'_, [u8]> = match encoding.as_str() {
-        "" | "identity" => Cow::Borrowed(body),
-        "gzip" | "x-gzip" => match gunzip_capped(body, limits.max_decoded_bytes) {
-            Ok(v) => Cow::Owned(v),
-            Err(e) => {
-                out.errors.push(format!("gzip: {e}"));
-                return out;
-            }
-        },
-        other => {
-            out.errors.push(format!(
-                "unsupported content-encoding {:?}",
-                truncate(other, 64)
-            ));
+    decode_inflated(
+        content_type,
+        inflate(content_encoding, body, limits.max_decoded_bytes).as_deref(),
+        limits,
+    )
+}
+
+/// Decodes a body whose content-encoding was undone already (see [`inflate`]), or reports why
+/// it could not be.
+pub fn decode_inflated(
+    content_type: &str,
+    data: Result<&[u8], &Unreadable>,
+    limits: &BodyLimits,
+) -> DecodedBody {
+    let mut out = DecodedBody::default();
+    let data = match data {
+        Ok(data) => data,
+        Err(unreadable) => {
+            out.errors.push(unreadable.to_string());
             return out;
         }
     };
+    if data.is_empty() {
+        return out;
+    }
     if data.len() > limits.max_decoded_bytes {
         out.errors.push(format!(
             "body of {} bytes over the {}-byte cap, not decoded",
@@ -195,11 +233,11 @@ pub fn decode_body(
             .push("watch stream: decode with WatchDecoder".to_string());
         return out;
     }
-    match format_of(content_type, &data) {
-        Format::Json => decode_json(&data, &mut out),
-        Format::Protobuf => decode_protobuf(&data, &mut out),
-        Format::Yaml => decode_apply_yaml(&data, &mut out),
-        Format::Other => {}
+    match body_format(content_type, data) {
+        BodyFormat::Json => decode_json(data, &mut out),
+        BodyFormat::Protobuf => decode_protobuf(data, &mut out),
+        BodyFormat::Yaml => decode_apply_yaml(data, &mut out),
+        BodyFormat::Other => {}
     }
     out
 }

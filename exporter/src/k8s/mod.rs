@@ -6,6 +6,7 @@
 //! - `client`: component from User-Agent, service account from a bearer JWT's claims,
 //!   impersonation headers.
 //! - `body`: gzip (capped), JSON, Kubernetes protobuf envelope, apply-patch YAML, Status.
+//! - `message_body`: an exchange's bodies, inflated once and shared with the capture policy.
 //! - `watch`: watch streams as a sequence of events (JSON and protobuf framing).
 //! - `release`: the traced apiserver's Kubernetes release (from its build info) and the
 //!   labelling rules that changed between releases.
@@ -14,6 +15,7 @@ pub mod api_request;
 mod assemble;
 pub mod body;
 pub mod client;
+pub mod message_body;
 pub mod open_requests;
 pub mod release;
 pub mod request_info;

@@ -1,16 +1,15 @@
-//! Applying a [`CapturePolicy`] to a request built from an exchange: the level, the captured
-//! bodies (decoded, redacted, bounded) and the safety nets on free text.
-
-use std::borrow::Cow;
+//! Applying a [`CapturePolicy`] to a request the k8s stage built: the level, the captured
+//! bodies (redacted, bounded) and the safety nets on free text. The bodies are the k8s stage's
+//! own ([`ExchangeBodies`]): a gzip body is inflated once for both.
 
 use serde_json::Value;
 
 use super::CapturePolicy;
 use super::redact::{Redactor, Sensitivity, mentions_sensitive_kind, truncate_at_char_boundary};
-use crate::exchange::{Exchange, Message};
 use crate::k8s::ApiRequest;
 use crate::k8s::api_request::{CaptureLevel, CapturedBody};
-use crate::k8s::body::{PROTOBUF_MAGIC, gunzip_capped, parse_unknown};
+use crate::k8s::body::{BodyFormat, PROTOBUF_MAGIC, Unreadable, body_format, parse_unknown};
+use crate::k8s::message_body::{ExchangeBodies, MessageBody};
 
 /// Size limits of captured bodies.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,25 +17,22 @@ pub struct CaptureLimits {
     /// Longest captured body text (`--max-captured-body-bytes`); longer text is cut on a char
     /// boundary and marked `truncated`.
     pub max_captured_body_bytes: usize,
-    /// Cap on a gzip-decoded body (`--max-decompressed-bytes`).
-    pub max_decoded_bytes: usize,
 }
 
 impl Default for CaptureLimits {
     fn default() -> Self {
         CaptureLimits {
             max_captured_body_bytes: 64 << 10,
-            max_decoded_bytes: 16 << 20,
         }
     }
 }
 
-/// Sets `capture_level`, `request_body` and `response_body` of `request` (built from
-/// `exchange`) as the policy says, and runs the text safety nets on `status.message` and
-/// `decode_errors`. Never panics on input.
+/// Sets `capture_level`, `request_body` and `response_body` of `request` (built with `bodies`)
+/// as the policy says, and runs the text safety nets on `status.message` and `decode_errors`.
+/// Never panics on input.
 pub fn apply(
     policy: &CapturePolicy,
-    exchange: &Exchange,
+    bodies: &ExchangeBodies<'_>,
     request: &mut ApiRequest,
     limits: &CaptureLimits,
 ) {
@@ -61,26 +57,18 @@ pub fn apply(
     // to clean: an error message may quote the values it carried.
     let learn_request = !allow && sensitivity.any() && has_free_text;
     let request_body = if capture_request || learn_request {
-        render(
-            &exchange.request,
-            false,
-            sensitivity,
-            allow,
-            &mut redactor,
-            limits,
-        )
+        render(&bodies.request, false, sensitivity, allow, &mut redactor)
     } else {
         None
     };
     redactor.remember = false;
     let response_body = if decision.level >= CaptureLevel::RequestResponse {
         render(
-            &exchange.response,
-            exchange.is_stream,
+            &bodies.response,
+            bodies.response_is_stream,
             sensitivity,
             allow,
             &mut redactor,
-            limits,
         )
     } else {
         None
@@ -139,54 +127,18 @@ impl Rendered {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
-    Json,
-    Yaml,
-    Protobuf,
-    Text,
-}
-
-fn format_of(content_type: &str, data: &[u8]) -> Format {
-    let media = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    let first = data.iter().copied().find(|b| !b.is_ascii_whitespace());
-    if data.starts_with(PROTOBUF_MAGIC) || media == "application/vnd.kubernetes.protobuf" {
-        return Format::Protobuf;
-    }
-    match media.as_str() {
-        "application/json" => Format::Json,
-        m if m.ends_with("+json") => Format::Json,
-        "application/apply-patch+yaml" | "application/yaml" | "application/x-yaml" => {
-            // JSON is YAML, and serde_json reads it more faithfully.
-            if first == Some(b'{') {
-                Format::Json
-            } else {
-                Format::Yaml
-            }
-        }
-        "" if matches!(first, Some(b'{') | Some(b'[')) => Format::Json,
-        _ => Format::Text,
-    }
-}
-
 fn render(
-    message: &Message,
+    body: &MessageBody<'_>,
     is_watch_response: bool,
     sensitivity: Sensitivity,
     allow: bool,
     redactor: &mut Redactor,
-    limits: &CaptureLimits,
 ) -> Option<Rendered> {
-    let content_type = message.header("content-type").unwrap_or_default();
-    if message.body_bytes == 0 && message.body.is_empty() {
+    let content_type = body.content_type();
+    if !body.exists() {
         return None;
     }
-    let size = message.body_bytes.max(message.body.len() as u64);
+    let size = body.size();
     if is_watch_response {
         // Watch streams are unbounded and are summarized by `watch` counts instead.
         return Some(Rendered::note(
@@ -195,32 +147,24 @@ fn render(
             false,
         ));
     }
-    if message.body.is_empty() {
+    if body.kept().is_empty() {
         return Some(Rendered::note(
             content_type,
             format!("body ({size} bytes) not kept by the capture"),
             false,
         ));
     }
-    let partial = message.body_missing > 0;
-    let encoding = message
-        .header("content-encoding")
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    let data: Cow<'_, [u8]> = match encoding.as_str() {
-        "" | "identity" => Cow::Borrowed(&message.body),
-        "gzip" | "x-gzip" => match gunzip_capped(&message.body, limits.max_decoded_bytes) {
-            Ok(inflated) => Cow::Owned(inflated),
-            Err(e) => {
-                return Some(Rendered::note(
-                    content_type,
-                    format!("gzip body ({size} bytes) not rendered: {e}"),
-                    false,
-                ));
-            }
-        },
-        _ => {
+    let partial = body.missing() > 0;
+    let data = match body.inflated() {
+        Ok(data) => data,
+        Err(Unreadable::Gzip(e)) => {
+            return Some(Rendered::note(
+                content_type,
+                format!("gzip body ({size} bytes) not rendered: {e}"),
+                false,
+            ));
+        }
+        Err(Unreadable::UnsupportedEncoding(_)) => {
             return Some(Rendered::note(
                 content_type,
                 format!("body ({size} bytes) with an unsupported content-encoding not rendered"),
@@ -236,8 +180,8 @@ fn render(
         ))
     };
 
-    let format = format_of(content_type, &data);
-    if format == Format::Protobuf {
+    let format = body_format(content_type, data);
+    if format == BodyFormat::Protobuf {
         if sensitivity.any() {
             return withheld("protobuf");
         }
@@ -258,10 +202,11 @@ fn render(
             false,
         ));
     }
-    let text = String::from_utf8_lossy(&data);
-    if matches!(format, Format::Json | Format::Yaml) && !partial {
+    let text = String::from_utf8_lossy(data);
+    // The k8s stage read only the top-level fields; redaction needs the whole tree.
+    if matches!(format, BodyFormat::Json | BodyFormat::Yaml) && !partial {
         let parsed: Option<Value> = match format {
-            Format::Json => serde_json::from_slice(&data).ok(),
+            BodyFormat::Json => serde_json::from_slice(data).ok(),
             _ => serde_yaml::from_str(&text).ok(),
         };
         if let Some(mut doc) = parsed {
@@ -269,7 +214,7 @@ fn render(
             // Rendered from the parsed document, never the original text: duplicate keys
             // (`"kind":"Secret","kind":"ConfigMap"`) cannot hide values from redaction.
             let rendered = match format {
-                Format::Json => serde_json::to_string(&doc).ok(),
+                BodyFormat::Json => serde_json::to_string(&doc).ok(),
                 _ => serde_yaml::to_string(&doc).ok(),
             };
             return match rendered {
@@ -288,7 +233,7 @@ fn render(
     if !allow && (sensitivity.any() || mentions_sensitive_kind(&text)) {
         return withheld(if partial { "incomplete" } else { "unparsed" });
     }
-    if format == Format::Text && std::str::from_utf8(&data).is_err() {
+    if format == BodyFormat::Other && std::str::from_utf8(data).is_err() {
         return Some(Rendered::note(
             content_type,
             format!("binary body ({size} bytes) not rendered"),

@@ -85,8 +85,17 @@ fn exchange(call: &Call<'_>) -> Exchange {
 }
 
 fn run_with(policy: &CapturePolicy, exchange: &Exchange, limits: &CaptureLimits) -> ApiRequest {
-    let mut request = ApiRequest::from_exchange(exchange, 0, &BodyLimits::default());
-    apply(policy, exchange, &mut request, limits);
+    run_with_body_limits(policy, exchange, &BodyLimits::default(), limits)
+}
+
+fn run_with_body_limits(
+    policy: &CapturePolicy,
+    exchange: &Exchange,
+    body_limits: &BodyLimits,
+    limits: &CaptureLimits,
+) -> ApiRequest {
+    let (mut request, bodies) = ApiRequest::from_exchange(exchange, 0, body_limits);
+    apply(policy, &bodies, &mut request, limits);
     request
 }
 
@@ -1092,7 +1101,6 @@ fn truncation_cuts_on_char_boundaries() {
     for max in [0, 1, 30, 31, 32, exact - 1, exact, exact + 1] {
         let limits = CaptureLimits {
             max_captured_body_bytes: max,
-            ..CaptureLimits::default()
         };
         let request = run_with(&at("Request"), &exchange(&call), &limits);
         let captured = request.request_body.unwrap();
@@ -1126,12 +1134,21 @@ fn gzip_protobuf_binary_and_partial_bodies() {
     let request = run_with(&at("RequestResponse"), &ex, &CaptureLimits::default());
     assert!(body_text(&request.response_body).contains("gz-pod"));
 
+    // The k8s stage inflated it, the policy rendered those bytes: one gunzip for both.
+    let (_, bodies) = ApiRequest::from_exchange(&ex, 0, &BodyLimits::default());
+    assert!(bodies.response.is_inflated());
+
     // A gzip bomb over the cap is a note, not a body.
-    let limits = CaptureLimits {
+    let body_limits = BodyLimits {
         max_decoded_bytes: 10,
-        ..CaptureLimits::default()
+        ..BodyLimits::default()
     };
-    let request = run_with(&at("RequestResponse"), &ex, &limits);
+    let request = run_with_body_limits(
+        &at("RequestResponse"),
+        &ex,
+        &body_limits,
+        &CaptureLimits::default(),
+    );
     assert!(body_text(&request.response_body).starts_with("gzip body ("));
 
     let mut pb = b"k8s\0".to_vec();
@@ -1374,7 +1391,6 @@ fn property_secret_values_never_leave_without_allow_secrets() {
         CaptureLimits::default(),
         CaptureLimits {
             max_captured_body_bytes: 40,
-            ..CaptureLimits::default()
         },
     ];
     let mut rendered = 0;
@@ -1428,9 +1444,11 @@ fn property_holds_for_pipeline_nets_on_free_text() {
         decode_errors: vec![format!("json: bad value {token}")],
         ..ApiRequest::default()
     };
+    let exchange = exchange(&CALL);
+    let (_, bodies) = ApiRequest::from_exchange(&exchange, 0, &BodyLimits::default());
     apply(
         &CapturePolicy::default(),
-        &exchange(&CALL),
+        &bodies,
         &mut request,
         &CaptureLimits::default(),
     );
