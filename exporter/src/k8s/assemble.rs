@@ -24,11 +24,10 @@ impl ApiRequest {
             response: MessageBody::new(response, body_limits.max_decoded_bytes),
             response_is_stream: exchange.is_stream,
         };
-        let method = request.header(":method").unwrap_or_default().to_owned();
+        let method = request.header(":method").unwrap_or_default();
         let target = request.header(":path").unwrap_or_default();
-        let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        let info = request_info::resolve(&method, target);
         let request_content_type = bodies.request.content_type();
+        let labelled = ApiRequest::from_request_line(method, target, request_content_type);
         let user_agent = request.header("user-agent").unwrap_or_default().to_owned();
 
         let wall = |ns: u64| (i128::from(ns) + i128::from(realtime_offset_ns)).max(0) as u64;
@@ -70,9 +69,9 @@ impl ApiRequest {
         }
 
         // Like the audit log's objectRef, a create names its object in the body, not the URL.
-        let mut name = info.name.clone();
-        let mut namespace = info.namespace.clone();
-        if info.is_resource_request {
+        let mut name = labelled.name.clone();
+        let mut namespace = labelled.namespace.clone();
+        if labelled.is_resource_request {
             if let Some(object) = request_object.as_ref() {
                 if name.is_empty() {
                     name = object.name.clone();
@@ -88,21 +87,8 @@ impl ApiRequest {
             start_unix_nano: wall(start),
             end_unix_nano: wall(end),
             duration_seconds: (end - start) as f64 / 1e9,
-            metric_verb: request_info::metric_verb(&info, &method, request_content_type),
-            dry_run: request_info::dry_run(query),
-            scope: request_info::scope(&info).to_owned(),
-            long_running: request_info::is_long_running(&info, &method),
-            is_resource_request: info.is_resource_request,
-            verb: info.verb,
-            group: info.api_group,
-            version: info.api_version,
-            resource: info.resource,
-            subresource: info.subresource,
             namespace,
             name,
-            method,
-            path: path.to_owned(),
-            query: query.to_owned(),
             code: exchange.status(),
             protocol: exchange.facts.protocol.to_owned(),
             stream_id: exchange.stream,
@@ -156,7 +142,33 @@ impl ApiRequest {
             capture_level: CaptureLevel::Metadata,
             request_body: None,
             response_body: None,
+            ..labelled
         };
         (api_request, bodies)
+    }
+
+    /// A request with only what its method, target (path and query) and content type say: the
+    /// apiserver's RequestInfo and the metric labels derived from it; everything else default.
+    pub fn from_request_line(method: &str, target: &str, content_type: &str) -> ApiRequest {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let info = request_info::resolve(method, target);
+        ApiRequest {
+            metric_verb: request_info::metric_verb(&info, method, content_type),
+            dry_run: request_info::dry_run(query),
+            scope: request_info::scope(&info).to_owned(),
+            long_running: request_info::is_long_running(&info, method),
+            is_resource_request: info.is_resource_request,
+            verb: info.verb,
+            group: info.api_group,
+            version: info.api_version,
+            resource: info.resource,
+            subresource: info.subresource,
+            namespace: info.namespace,
+            name: info.name,
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query: query.to_owned(),
+            ..ApiRequest::default()
+        }
     }
 }

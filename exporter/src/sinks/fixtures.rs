@@ -3,36 +3,18 @@
 use crate::k8s::ApiRequest;
 use crate::k8s::api_request::{ServiceAccountRef, StatusInfo, WatchStats};
 use crate::k8s::client::component_from_user_agent;
-use crate::k8s::request_info;
 
 /// 2021-01-02T03:04:05.678901234Z
 pub const START: u64 = 1_609_556_645_678_901_234;
 
 /// A served request as the decoder would build it from `method` and `target`.
 pub fn request(method: &str, target: &str, code: u16, duration_ms: u64) -> ApiRequest {
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let info = request_info::resolve(method, target);
     let user_agent = "kubectl/v1.20.2 (linux/amd64) kubernetes/faecb19".to_string();
     ApiRequest {
         audit_id: Some("6f1c9e4a-0000-4000-8000-000000000001".into()),
         start_unix_nano: START,
         end_unix_nano: START + duration_ms * 1_000_000,
         duration_seconds: duration_ms as f64 / 1000.0,
-        metric_verb: request_info::metric_verb(&info, method, ""),
-        dry_run: request_info::dry_run(query),
-        scope: request_info::scope(&info).to_owned(),
-        long_running: request_info::is_long_running(&info, method),
-        is_resource_request: info.is_resource_request,
-        verb: info.verb,
-        group: info.api_group,
-        version: info.api_version,
-        resource: info.resource,
-        subresource: info.subresource,
-        namespace: info.namespace,
-        name: info.name,
-        method: method.into(),
-        path: path.into(),
-        query: query.into(),
         code: Some(code),
         protocol: "2".into(),
         stream_id: 7,
@@ -46,7 +28,7 @@ pub fn request(method: &str, target: &str, code: u16, duration_ms: u64) -> ApiRe
         user_agent,
         peer: Some("10.0.0.7:51234".parse().unwrap()),
         local: Some("10.0.0.1:6443".parse().unwrap()),
-        ..ApiRequest::default()
+        ..ApiRequest::from_request_line(method, target, "")
     }
 }
 
