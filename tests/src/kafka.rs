@@ -115,12 +115,27 @@ impl KafkaBroker {
     /// Creates topics (single partition, replication 1) through the Admin API; existing ones are
     /// fine. Bounded by `timeout`.
     pub fn create_topics(&self, topics: &[&str], timeout: Duration) -> Result<()> {
+        self.create_topics_with(topics, &[], timeout)
+    }
+
+    /// [`KafkaBroker::create_topics`] with topic configs (`message.timestamp.type`, ...).
+    pub fn create_topics_with(
+        &self,
+        topics: &[&str],
+        configs: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> = client_config(&self.bootstrap())
             .create()
             .context("creating a Kafka admin client")?;
         let new_topics: Vec<NewTopic> = topics
             .iter()
-            .map(|topic| NewTopic::new(topic, 1, TopicReplication::Fixed(1)))
+            .map(|topic| {
+                configs.iter().fold(
+                    NewTopic::new(topic, 1, TopicReplication::Fixed(1)),
+                    |new_topic, (key, value)| new_topic.set(key, value),
+                )
+            })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(timeout));
         let results = futures_executor::block_on(admin.create_topics(&new_topics, &options))
@@ -382,12 +397,16 @@ fn metadata_consumer(bootstrap: &str) -> Result<BaseConsumer> {
         .context("creating a Kafka client")
 }
 
-/// Every record payload of `topic` from the beginning of each partition, in partition order.
-///
-/// No consumer group: the partitions are `assign()`ed directly at `Offset::Beginning` (a group
-/// subscription costs a rebalance, seconds). Returns once at least `min_count` records were read and
-/// the topic has been quiet for a moment, or `max_count` were read, or `timeout` passed (then with
-/// whatever was read; the caller asserts on the content).
+/// One record read back: its payload and the broker's or producer's timestamp (which one, the
+/// topic's `message.timestamp.type` says).
+#[derive(Clone, Debug)]
+pub struct KafkaRecord {
+    pub payload: Vec<u8>,
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Every record payload of `topic` from the beginning of each partition, in partition order
+/// (see [`consume_records`]).
 pub fn consume_all(
     bootstrap: &str,
     topic: &str,
@@ -395,6 +414,27 @@ pub fn consume_all(
     max_count: usize,
     timeout: Duration,
 ) -> Result<Vec<Vec<u8>>> {
+    Ok(
+        consume_records(bootstrap, topic, min_count, max_count, timeout)?
+            .into_iter()
+            .map(|record| record.payload)
+            .collect(),
+    )
+}
+
+/// Every record of `topic` from the beginning of each partition, in partition order.
+///
+/// No consumer group: the partitions are `assign()`ed directly at `Offset::Beginning` (a group
+/// subscription costs a rebalance, seconds). Returns once at least `min_count` records were read and
+/// the topic has been quiet for a moment, or `max_count` were read, or `timeout` passed (then with
+/// whatever was read; the caller asserts on the content).
+pub fn consume_records(
+    bootstrap: &str,
+    topic: &str,
+    min_count: usize,
+    max_count: usize,
+    timeout: Duration,
+) -> Result<Vec<KafkaRecord>> {
     let start = Instant::now();
     let consumer: BaseConsumer = client_config(bootstrap)
         .set("group.id", "apiscope-e2e-reader")
@@ -429,7 +469,7 @@ pub fn consume_all(
         .assign(&assignment)
         .with_context(|| format!("assigning {topic}'s partitions"))?;
 
-    let mut by_partition: HashMap<i32, Vec<(i64, Vec<u8>)>> = HashMap::new();
+    let mut by_partition: HashMap<i32, Vec<(i64, KafkaRecord)>> = HashMap::new();
     let mut count = 0;
     let mut last_record = Instant::now();
     const QUIET: Duration = Duration::from_millis(750);
@@ -441,7 +481,10 @@ pub fn consume_all(
             Some(Ok(message)) => {
                 by_partition.entry(message.partition()).or_default().push((
                     message.offset(),
-                    message.payload().unwrap_or_default().to_vec(),
+                    KafkaRecord {
+                        payload: message.payload().unwrap_or_default().to_vec(),
+                        timestamp_ms: message.timestamp().to_millis(),
+                    },
                 ));
                 count += 1;
                 last_record = Instant::now();
@@ -456,7 +499,7 @@ pub fn consume_all(
     for id in ids {
         let mut partition = by_partition.remove(&id).unwrap_or_default();
         partition.sort_by_key(|(offset, _)| *offset);
-        records.extend(partition.into_iter().map(|(_, payload)| payload));
+        records.extend(partition.into_iter().map(|(_, record)| record));
     }
     Ok(records)
 }

@@ -22,6 +22,7 @@ pub struct BenchReport {
     pub memory: Vec<MemoryRow>,
     pub loss: Vec<LossRow>,
     pub decode: Vec<DecodeRow>,
+    pub freshness: Vec<FreshnessRow>,
     /// What this run did not measure, and why.
     pub not_measured: Vec<String>,
 }
@@ -119,9 +120,26 @@ pub struct LossTry {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DecodeRow {
     pub tool: String,
+    /// The apiscope build replaying, `None` for the reference dissector.
+    pub build: Option<String>,
     pub file_bytes: u64,
+    /// Median over `round_seconds`.
     pub seconds: f64,
+    pub round_seconds: Vec<f64>,
     pub megabytes_per_second: f64,
+}
+
+/// From a request's completion (its span's end time, as captured) to the broker appending the
+/// Kafka record that carries the span (the topic's LogAppendTime), through the collector.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FreshnessRow {
+    pub build: String,
+    pub offered_rps: f64,
+    pub seconds: f64,
+    pub spans: usize,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
 }
 
 /// Medians over the rounds of one workload, load and build.
@@ -393,24 +411,69 @@ pub fn render_tables(report: &BenchReport) -> String {
         }
     }
     if !report.decode.is_empty() {
-        out.push_str("\n### Decoding a recording\n\n| tool | file MB | seconds | MB/s |\n|---|---:|---:|---:|\n");
+        out.push_str("\n### Decoding a recording\n\n| tool | file MB | rounds | seconds (median) | spread | MB/s |\n|---|---:|---:|---:|---:|---:|\n");
         for row in &report.decode {
+            let spread = match (
+                row.round_seconds.iter().copied().reduce(f64::min),
+                row.round_seconds.iter().copied().reduce(f64::max),
+            ) {
+                (Some(low), Some(high)) if row.round_seconds.len() > 1 => {
+                    format!("{low:.2}–{high:.2}")
+                }
+                _ => "–".to_string(),
+            };
             let _ = writeln!(
                 out,
-                "| {} | {:.1} | {:.2} | {:.1} |",
+                "| {} | {:.1} | {} | {:.2} | {} | {:.1} |",
                 row.tool,
                 row.file_bytes as f64 / 1e6,
+                row.round_seconds.len(),
                 row.seconds,
+                spread,
                 row.megabytes_per_second
             );
         }
-        if let [apiscope, tshark, ..] = report.decode.as_slice() {
+        out.push('\n');
+        let replays: Vec<&DecodeRow> = report.decode.iter().filter(|r| r.build.is_some()).collect();
+        let ratio = |a: &DecodeRow, b: &DecodeRow| {
+            a.megabytes_per_second / b.megabytes_per_second.max(f64::MIN_POSITIVE)
+        };
+        for tshark in report.decode.iter().filter(|r| r.build.is_none()) {
+            for replay in &replays {
+                let _ = writeln!(
+                    out,
+                    "{} / {}: {:.1}×",
+                    replay.tool,
+                    tshark.tool,
+                    ratio(replay, tshark)
+                );
+            }
+        }
+        if let [first, rest @ ..] = replays.as_slice() {
+            for replay in rest {
+                let _ = writeln!(
+                    out,
+                    "{} / {} (same file, rounds alternating): {:.2}",
+                    replay.tool,
+                    first.tool,
+                    ratio(replay, first)
+                );
+            }
+        }
+    }
+    if !report.freshness.is_empty() {
+        out.push_str("\n### Freshness: request completion -> its span in Kafka\n\n| build | offered req/s | seconds | spans | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|\n");
+        for row in &report.freshness {
             let _ = writeln!(
                 out,
-                "\n{} / {}: {:.1}×",
-                apiscope.tool,
-                tshark.tool,
-                apiscope.megabytes_per_second / tshark.megabytes_per_second.max(f64::MIN_POSITIVE)
+                "| {} | {:.0} | {:.0} | {} | {} | {} | {} |",
+                row.build,
+                row.offered_rps,
+                row.seconds,
+                row.spans,
+                opt(row.p50_ms, 0),
+                opt(row.p99_ms, 0),
+                opt(row.max_ms, 0)
             );
         }
     }

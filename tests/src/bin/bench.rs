@@ -7,6 +7,7 @@
 //! asserted: the output is a table (`target/bench/table.md`), the rounds as JSON and CSV, and an
 //! SVG plot of the latency overhead against the request rate.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,14 +22,18 @@ use apiscope_e2e::bench::metrics_text::{
 };
 use apiscope_e2e::bench::procfs;
 use apiscope_e2e::bench::report::{
-    self, BenchReport, DecodeRow, LoadRound, LossRow, LossTry, Machine, MemoryRow, Settings,
-    WITHOUT,
+    self, BenchReport, DecodeRow, FreshnessRow, LoadRound, LossRow, LossTry, Machine, MemoryRow,
+    Settings, WITHOUT,
 };
-use apiscope_e2e::bench::stats::median;
+use apiscope_e2e::bench::stats::{median, quantile};
 use apiscope_e2e::bench::watches::OpenWatches;
 use apiscope_e2e::cluster::process::Spawner;
 use apiscope_e2e::cluster::{ClusterOptions, TestCluster};
+use apiscope_e2e::kafka::{self, KafkaBroker};
+use apiscope_e2e::otelcol::Collector;
 use clap::Parser;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message as _;
 
 #[derive(Parser)]
 #[command(about = "Measures apiscope's cost to a kube-apiserver, side by side (make bench)")]
@@ -46,7 +51,7 @@ struct Args {
     /// Alternating rounds per phase (default: 3, quick: 2).
     #[arg(long)]
     rounds: Option<usize>,
-    /// Phases to leave out: load, rates, memory, loss, decode.
+    /// Phases to leave out: load, rates, memory, loss, decode, freshness.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
 }
@@ -71,6 +76,7 @@ struct Plan {
     loss_window: Duration,
     watches: usize,
     recording_per_workload: Duration,
+    freshness: Duration,
 }
 
 impl Plan {
@@ -85,6 +91,7 @@ impl Plan {
                 loss_window: Duration::from_secs(10),
                 watches: 1000,
                 recording_per_workload: Duration::from_secs(3),
+                freshness: Duration::from_secs(12),
             }
         } else {
             Plan {
@@ -96,12 +103,25 @@ impl Plan {
                 loss_window: Duration::from_secs(60),
                 watches: 1000,
                 recording_per_workload: Duration::from_secs(5),
+                freshness: Duration::from_secs(30),
             }
         }
     }
 }
 
 const CLIENTS: u32 = 8;
+/// The steady rate of the freshness phase: a busy control plane's, and below what fills an
+/// export batch (512 spans) within the default export interval, so the interval shows.
+const FRESHNESS_RATE: f64 = 100.0;
+/// Longer than the `--otlp-export-interval` of any build compared (the default was 5 s before
+/// 1 s): spans leave on the exporter's own schedule, not in the flush at SIGTERM.
+const FRESHNESS_LINGER: Duration = Duration::from_secs(6);
+/// The production config's topic names.
+const TRACES_TOPIC: &str = "apiscope-traces";
+const LOGS_TOPIC: &str = "apiscope-logs";
+const METRICS_TOPIC: &str = "apiscope-metrics";
+/// Replays per build in the decode phase (at least).
+const DECODE_ROUNDS: usize = 5;
 const STREAMS_PER_CLIENT: u32 = 16;
 const NAMESPACE: &str = "bench";
 /// POSTs go to a namespace of their own, so the LIST keeps its ~20 objects.
@@ -194,10 +214,6 @@ fn main() -> Result<()> {
         builds: std::iter::once(WITHOUT.to_string())
             .chain(builds.iter().map(|(name, _)| name.clone()))
             .collect(),
-        not_measured: vec![
-            "freshness (request completion -> its span in Kafka): not built into the bench yet"
-                .to_string(),
-        ],
         ..BenchReport::default()
     };
     let post_body = scratch.join("post-configmap.json");
@@ -263,6 +279,14 @@ fn main() -> Result<()> {
         note_failure(
             "decode throughput",
             bench.decode_phase(&mut report),
+            &mut failures,
+        );
+        write(&report)?;
+    }
+    if !skip("freshness") {
+        note_failure(
+            "freshness",
+            bench.freshness_phase(&mut report),
             &mut failures,
         );
     }
@@ -418,7 +442,7 @@ impl RunningApiscope {
         spawner: &Spawner,
         binary: &Path,
         pid: u32,
-        record: Option<&Path>,
+        extra_args: &[&OsStr],
     ) -> Result<RunningApiscope> {
         let mut command = Command::new(binary);
         command
@@ -427,9 +451,7 @@ impl RunningApiscope {
             .args(["--output", "/dev/null", "--metrics-address", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if let Some(record) = record {
-            command.arg("--record").arg(record);
-        }
+        command.args(extra_args);
         let mut child = spawner
             .spawn(command)
             .with_context(|| format!("starting {}", binary.display()))?;
@@ -449,14 +471,27 @@ impl RunningApiscope {
         };
         let mut attached = false;
         let deadline = Instant::now() + Duration::from_secs(60);
+        // The last lines it logged, for the error if it never attaches.
+        let mut last_lines = std::collections::VecDeque::new();
         while !attached || apiscope.metrics_address.is_empty() {
+            let failed = |why: &str, last_lines: &std::collections::VecDeque<String>| {
+                let lines: Vec<&str> = last_lines.iter().map(String::as_str).collect();
+                anyhow::anyhow!(
+                    "apiscope {why} within 60 s; it logged:\n{}",
+                    lines.join("\n")
+                )
+            };
             let left = deadline
                 .checked_duration_since(Instant::now())
-                .context("apiscope did not attach within 60 s")?;
+                .ok_or_else(|| failed("did not attach", &last_lines))?;
             let line = apiscope
                 .log_lines
                 .recv_timeout(left)
-                .context("apiscope exited or did not attach within 60 s")?;
+                .map_err(|_| failed("exited or did not attach", &last_lines))?;
+            if last_lines.len() == 10 {
+                last_lines.pop_front();
+            }
+            last_lines.push_back(line.clone());
             let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
@@ -740,7 +775,7 @@ impl Bench {
                         &self.spawner,
                         binary,
                         self.cluster.apiserver_pid(),
-                        None,
+                        &[],
                     )?;
                     let rounds = each(self, name, round, Some(&apiscope))?;
                     apiscope.stop()?;
@@ -833,7 +868,7 @@ impl Bench {
         watch_lifetime: Duration,
     ) -> Result<()> {
         let apiscope =
-            RunningApiscope::start(&self.spawner, binary, self.cluster.apiserver_pid(), None)?;
+            RunningApiscope::start(&self.spawner, binary, self.cluster.apiserver_pid(), &[])?;
         let steady = self.measure(
             Workload::List,
             "25%",
@@ -921,7 +956,7 @@ impl Bench {
                     &self.spawner,
                     binary,
                     self.cluster.apiserver_pid(),
-                    None,
+                    &[],
                 )?;
                 let run = self.h2load(
                     Workload::List,
@@ -962,16 +997,17 @@ impl Bench {
     }
 
     /// Records real traffic with the last build (JSON, protobuf and gzipped LISTs, GETs, POSTs),
-    /// then times `apiscope replay` and `tshark -r` dissecting HTTP/2 on the same file.
+    /// then times `apiscope replay` of every build and `tshark -r` dissecting HTTP/2 on the same
+    /// file.
     fn decode_phase(&self, report: &mut BenchReport) -> Result<()> {
-        let (name, binary) = self.builds.last().context("no apiscope build")?;
+        let (_, binary) = self.builds.last().context("no apiscope build")?;
         let recording = self.scratch.join("recording.pcapng");
         let _ = std::fs::remove_file(&recording);
         let apiscope = RunningApiscope::start(
             &self.spawner,
             binary,
             self.cluster.apiserver_pid(),
-            Some(&recording),
+            &["--record".as_ref(), recording.as_os_str()],
         )?;
         let duration = self.plan.recording_per_workload;
         let large_list = format!("/api/v1/namespaces/{LARGE_NAMESPACE}/configmaps");
@@ -1002,10 +1038,6 @@ impl Bench {
         self.delete_posted()?;
         let file_bytes = std::fs::metadata(&recording)?.len();
         let port = self.cluster.apiserver_port().to_string();
-        let mut replay = Command::new(binary);
-        replay
-            .args(["replay", "--output", "/dev/null"])
-            .arg(&recording);
         let mut tshark = Command::new("tshark");
         tshark
             .arg("-r")
@@ -1018,20 +1050,148 @@ impl Bench {
                 "http2",
             ])
             .args(["-T", "fields", "-e", "http2.streamid"]);
-        for (tool, command) in [
-            (format!("apiscope replay ({name})"), replay),
-            ("tshark -r (HTTP/2)".to_string(), tshark),
-        ] {
-            let seconds = time_command(command, Duration::from_secs(900))?;
-            report.decode.push(DecodeRow {
+        // Every build replays the same file, alternating, so drift lands on all alike.
+        let rounds = self.plan.rounds.max(DECODE_ROUNDS);
+        let mut replay_seconds = vec![Vec::new(); self.builds.len()];
+        for _ in 0..rounds {
+            for ((_, binary), seconds) in self.builds.iter().zip(&mut replay_seconds) {
+                let mut replay = Command::new(binary);
+                replay
+                    .args(["replay", "--output", "/dev/null"])
+                    .arg(&recording);
+                seconds.push(time_command(replay, Duration::from_secs(900))?);
+            }
+        }
+        let row = |tool: String, build: Option<String>, round_seconds: Vec<f64>| {
+            let seconds = median(&round_seconds).unwrap_or(f64::NAN);
+            DecodeRow {
                 tool,
+                build,
                 file_bytes,
                 seconds,
+                round_seconds,
                 megabytes_per_second: file_bytes as f64 / 1e6 / seconds,
+            }
+        };
+        for ((name, _), seconds) in self.builds.iter().zip(replay_seconds) {
+            report.decode.push(row(
+                format!("apiscope replay ({name})"),
+                Some(name.clone()),
+                seconds,
+            ));
+        }
+        // tshark is ~25x slower: once is enough for a ratio of that size.
+        let seconds = time_command(tshark, Duration::from_secs(900))?;
+        report
+            .decode
+            .push(row("tshark -r (HTTP/2)".to_string(), None, vec![seconds]));
+        Ok(())
+    }
+
+    /// Every build in turn sends OTLP to the real collector running the production config,
+    /// which writes to a real Kafka broker, while h2load GETs at [`FRESHNESS_RATE`]; then the
+    /// traces topic is read back and each span's end time compared with its record's
+    /// LogAppendTime (same clock: one machine).
+    fn freshness_phase(&self, report: &mut BenchReport) -> Result<()> {
+        let dir = self.scratch.join("freshness");
+        let mut broker = KafkaBroker::start(&dir.join("kafka"))?;
+        broker.create_topics_with(
+            &[TRACES_TOPIC, LOGS_TOPIC, METRICS_TOPIC],
+            &[("message.timestamp.type", "LogAppendTime")],
+            Duration::from_secs(30),
+        )?;
+        let bootstrap = broker.bootstrap();
+        let mut collector = Collector::start(
+            &dir.join("otelcol"),
+            &[
+                ("KAFKA_BROKERS", bootstrap.as_str()),
+                ("KAFKA_TRACES_TOPIC", TRACES_TOPIC),
+                ("KAFKA_LOGS_TOPIC", LOGS_TOPIC),
+                ("KAFKA_METRICS_TOPIC", METRICS_TOPIC),
+            ],
+        )?;
+        let endpoint = format!("http://{}", collector.otlp_grpc_endpoint());
+        // Which build was attached when: (build, first and last request time, wall clock).
+        let mut windows: Vec<(String, u64, u64)> = Vec::new();
+        for _ in 0..self.plan.rounds {
+            for (name, binary) in &self.builds {
+                let apiscope = RunningApiscope::start(
+                    &self.spawner,
+                    binary,
+                    self.cluster.apiserver_pid(),
+                    &["--otlp-endpoint".as_ref(), endpoint.as_ref()],
+                )?;
+                let from = unix_nanos();
+                self.h2load(Workload::Get, self.plan.freshness, Some(FRESHNESS_RATE))
+                    .run(&self.scratch)?;
+                let to = unix_nanos();
+                std::thread::sleep(FRESHNESS_LINGER);
+                apiscope.stop()?;
+                windows.push((name.clone(), from, to));
+            }
+            broker.ensure_running()?;
+            collector.ensure_running()?;
+        }
+        let expected = (FRESHNESS_RATE * self.plan.freshness.as_secs_f64()) as usize;
+        let records = kafka::consume_records(
+            &bootstrap,
+            TRACES_TOPIC,
+            1,
+            usize::MAX,
+            Duration::from_secs(60),
+        )?;
+        collector.stop()?;
+        broker.stop()?;
+        let mut delays_ms: Vec<Vec<f64>> = vec![Vec::new(); self.builds.len()];
+        for record in &records {
+            let appended_ms = record
+                .timestamp_ms
+                .context("a Kafka record without a timestamp")?;
+            let request = ExportTraceServiceRequest::decode(record.payload.as_slice())
+                .context("decoding a traces record (otlp_proto)")?;
+            let spans = request
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans);
+            for span in spans {
+                let end = span.end_time_unix_nano;
+                let Some((build, ..)) = windows
+                    .iter()
+                    .find(|(_, from, to)| (*from..=*to).contains(&end))
+                else {
+                    continue;
+                };
+                let index = self.builds.iter().position(|(name, _)| name == build);
+                if let Some(delays) = index.and_then(|i| delays_ms.get_mut(i)) {
+                    delays.push(appended_ms as f64 - end as f64 / 1e6);
+                }
+            }
+        }
+        for ((name, _), delays) in self.builds.iter().zip(delays_ms) {
+            eprintln!(
+                "bench: freshness {name}: {} spans (about {} requests per round offered)",
+                delays.len(),
+                expected
+            );
+            report.freshness.push(FreshnessRow {
+                build: name.clone(),
+                offered_rps: FRESHNESS_RATE,
+                seconds: self.plan.freshness.as_secs_f64() * self.plan.rounds as f64,
+                spans: delays.len(),
+                p50_ms: quantile(&delays, 0.5),
+                p99_ms: quantile(&delays, 0.99),
+                max_ms: quantile(&delays, 1.0),
             });
         }
         Ok(())
     }
+}
+
+fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Wall time of a command whose output is discarded, bounded by `limit`.
