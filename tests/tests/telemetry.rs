@@ -106,6 +106,8 @@ fn requests_become_spans_logs_and_metrics_and_secrets_stay_home_on(
             "grpc",
             "--otlp-export-interval",
             "1s",
+            "--otlp-metric-export-interval",
+            "1s",
             "--cluster-name",
             "e2e",
             "--capture-policy",

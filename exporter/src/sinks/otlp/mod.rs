@@ -154,7 +154,7 @@ impl OtlpSink {
             inner: exporters.metrics,
             failures: metrics.metric_export_failures.clone(),
         })
-        .with_interval(args.otlp_export_interval)
+        .with_interval(args.otlp_metric_export_interval)
         .build();
         let meter_provider = SdkMeterProvider::builder()
             .with_reader(reader)

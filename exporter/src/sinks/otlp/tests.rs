@@ -204,6 +204,7 @@ fn args(endpoint: String, protocol: OtlpProtocol) -> OtlpArgs {
         otlp_protocol: protocol,
         otlp_timeout: Duration::from_secs(2),
         otlp_export_interval: Duration::from_millis(200),
+        otlp_metric_export_interval: Duration::from_millis(200),
         cluster_name: Some("test-cluster".into()),
         node_name: Some("node-1".into()),
         ..OtlpArgs::default()
