@@ -859,3 +859,35 @@ fn tshark_sees_each_connection_once() {
     assert!(data_rows[2][1].starts_with("127."), "{text}");
     assert_eq!(data_rows[2][3], SYNTHETIC_SERVER_PORT.to_string(), "{text}");
 }
+
+#[test]
+fn comments_read_in_one_pass_as_the_generic_path_reads_them() {
+    use super::meta::{PacketComment, SegmentMeta, parse_comment, parse_comment_generic};
+    let segment = |result: Result<PacketComment, String>| match result {
+        Ok(PacketComment::Segment(meta)) => Some(meta),
+        _ => None,
+    };
+    for (index, chunk) in varied_chunks().iter().enumerate() {
+        let json = SegmentMeta::for_chunk(chunk, index as u64, 1).to_json();
+        let fast = segment(parse_comment(&json)).expect("a segment");
+        assert_eq!(Some(fast), segment(parse_comment_generic(&json)), "{json}");
+    }
+    // What the typed pass does not take still gets the generic answers.
+    assert!(matches!(
+        parse_comment(r#"{"apiscope":1,"synthetic":"handshake"}"#),
+        Ok(PacketComment::Synthetic)
+    ));
+    assert!(matches!(
+        parse_comment(r#"{"note":"from someone else","pid":"x"}"#),
+        Ok(PacketComment::Foreign)
+    ));
+    let json = SegmentMeta::for_chunk(&varied_chunks()[0], 0, 1).to_json();
+    let newer = json.replacen(r#""apiscope":1"#, r#""apiscope":2"#, 1);
+    assert!(parse_comment(&newer).unwrap_err().contains("version 2"));
+    let incomplete = json.replacen(r#""pid":"#, r#""not_pid":"#, 1);
+    assert!(
+        parse_comment(&incomplete)
+            .unwrap_err()
+            .contains("invalid apiscope metadata")
+    );
+}
