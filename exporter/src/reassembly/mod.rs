@@ -194,7 +194,7 @@ impl<S> ConnectionTable<S> {
             let Some(heaviest) = self
                 .connections
                 .iter()
-                .max_by_key(|(_, t)| t.buffered_bytes)
+                .max_by_key(|(id, t)| (t.buffered_bytes, first_seen_order(id)))
                 .map(|(id, _)| *id)
             else {
                 break;
@@ -214,21 +214,27 @@ impl<S> ConnectionTable<S> {
     /// Removes every connection (end of a recording, shutdown), with its state.
     pub fn drain(&mut self) -> Vec<(ConnectionId, Option<S>)> {
         self.buffered_total = 0;
-        self.connections
+        let mut drained: Vec<(ConnectionId, Option<S>)> = self
+            .connections
             .drain()
             .map(|(id, tracked)| (id, tracked.state))
-            .collect()
+            .collect();
+        // In the order the connections were first seen, not the hash map's: a replay's output
+        // is the same on every run.
+        drained.sort_unstable_by_key(|(id, _)| first_seen_order(id));
+        drained
     }
 
     /// Connections idle for longer than the timeout at `now_ns`, removed from the table.
     pub fn evict_idle(&mut self, now_ns: u64, metrics: &ReassemblyMetrics) -> Vec<Evicted<S>> {
         let timeout = u64::try_from(self.config.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
-        let idle: Vec<ConnectionId> = self
+        let mut idle: Vec<ConnectionId> = self
             .connections
             .iter()
             .filter(|(_, t)| now_ns.saturating_sub(t.last_event_ns) > timeout)
             .map(|(id, _)| *id)
             .collect();
+        idle.sort_unstable_by_key(first_seen_order);
         let mut evicted = Vec::new();
         for id in idle {
             metrics.evicted_idle.inc();
@@ -255,9 +261,14 @@ impl<S> ConnectionTable<S> {
     fn least_recently_active(&self) -> Option<ConnectionId> {
         self.connections
             .iter()
-            .min_by_key(|(_, t)| t.last_event_ns)
+            .min_by_key(|(id, t)| (t.last_event_ns, first_seen_order(id)))
             .map(|(id, _)| *id)
     }
+}
+
+/// A total order on connections that does not depend on the hash map's iteration order.
+fn first_seen_order(id: &ConnectionId) -> (u64, u32, u64) {
+    (id.first_seen_ns, id.pid, id.conn_ptr)
 }
 
 #[cfg(test)]
