@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Result;
+use apiscope::app::doctor::{Verdict, doctor};
 use apiscope::app::{CAPTURE_SINK_DEADLINE, Output, capture, replay};
 use apiscope::capture::config::CaptureConfig;
 use apiscope::pipeline::DecodeConfig;
@@ -53,6 +54,12 @@ enum Command {
         #[command(flatten)]
         otlp: OtlpArgs,
     },
+    /// Check what capture needs (kernel, privileges, eBPF, target processes, their binaries and
+    /// probes) and print one line per check; exits 1 if capture cannot work.
+    Doctor {
+        #[command(flatten)]
+        config: CaptureConfig,
+    },
     /// Decode a pcapng recording made by `capture --record`, exactly as `capture` decodes live.
     Replay {
         file: PathBuf,
@@ -98,6 +105,14 @@ fn main() -> Result<()> {
                 CAPTURE_SINK_DEADLINE,
             )?;
             runtime.block_on(capture(config, output, record, metrics_address.0, duration))
+        }
+        Command::Doctor { config } => {
+            let report = doctor(&config);
+            print!("{}", report.render());
+            if report.verdict() == Verdict::Fail {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Replay {
             file,
@@ -155,6 +170,8 @@ mod tests {
     fn every_default_value_parses() {
         for args in [
             &["apiscope", "capture"][..],
+            &["apiscope", "doctor"],
+            &["apiscope", "doctor", "--pid", "1"],
             &["apiscope", "replay", "api.pcapng"],
             &["apiscope", "replay", "api.pcapng", "--format", "table"],
             &[

@@ -1,14 +1,16 @@
 //! A container-hosted kube-apiserver (root): it runs in a mount namespace of its own, from a
 //! binary at a path that does not exist on the host, as a static pod's container does. apiscope
 //! finds it by process name, attaches through `/proc/<pid>/exe`, and decodes its requests; they
-//! match the apiserver's audit log.
+//! match the apiserver's audit log. `apiscope doctor` finds it the same way and says what capture
+//! attaches.
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use apiscope::vocabulary::Role;
-use apiscope_e2e::apiscope::{ApiscopeCapture, require_root, test_dir};
+use apiscope_e2e::apiscope::{ApiscopeCapture, apiscope_binary, require_root, test_dir};
 use apiscope_e2e::cluster::{ClusterOptions, KubernetesVersion, TestCluster, for_each_version};
 use apiscope_e2e::fidelity::compare;
 
@@ -51,6 +53,8 @@ fn container_hosted_on(kubernetes: KubernetesVersion) -> Result<()> {
             != std::fs::read_link(format!("/proc/{pid}/ns/mnt"))?,
         "the apiserver shares our mount namespace"
     );
+
+    check_doctor(pid, &kubernetes)?;
 
     let dir = test_dir(&format!("container-{kubernetes}"))?;
     let mut capture = ApiscopeCapture::start(&dir, &["--process-name", CONTAINER_BINARY])?;
@@ -116,5 +120,46 @@ fn container_hosted_on(kubernetes: KubernetesVersion) -> Result<()> {
         "the create of {name} was not decoded"
     );
     std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+/// `apiscope doctor --process-name` on the container-hosted apiserver: every check passes and the
+/// report names what capture needs (Go and Kubernetes releases, probes, header hooks, attach).
+/// Then on this test's own process, which is no Go program: a failure, said so, exit status 1.
+fn check_doctor(pid: u32, kubernetes: &KubernetesVersion) -> Result<()> {
+    let run = |args: &[&str]| -> Result<(bool, String)> {
+        let output = Command::new(apiscope_binary())
+            .arg("doctor")
+            .args(args)
+            .output()
+            .context("running apiscope doctor")?;
+        Ok((
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        ))
+    };
+    let (ok, report) = run(&["--process-name", CONTAINER_BINARY])?;
+    ensure!(ok, "apiscope doctor failed on the apiserver:\n{report}");
+    ensure!(!report.contains("FAIL"), "a failed check:\n{report}");
+    for expected in [
+        format!("ok    pid {pid} ("),
+        format!("Kubernetes v{}", kubernetes.release()),
+        "go1.".to_string(),
+        "header hooks available".to_string(),
+        "tls_read_record".to_string(),
+        "http2_process_headers".to_string(),
+        "detached again".to_string(),
+    ] {
+        ensure!(report.contains(&expected), "no {expected:?} in:\n{report}");
+    }
+    let (ok, report) = run(&["--pid", &std::process::id().to_string()])?;
+    ensure!(
+        !ok,
+        "apiscope doctor passed on a Rust test binary:\n{report}"
+    );
+    ensure!(
+        report.contains("FAIL") && report.contains("not a Go binary"),
+        "the failure does not say why:\n{report}"
+    );
     Ok(())
 }

@@ -473,6 +473,14 @@ impl Tracer {
         Ok(())
     }
 
+    /// The programs attached to a process, one entry per uprobe.
+    pub fn attached_probes(&self, pid: u32) -> Vec<&'static str> {
+        self.attached
+            .get(&pid)
+            .map(|attached| attached.links.iter().map(|(name, _)| *name).collect())
+            .unwrap_or_default()
+    }
+
     /// Detaches from a process (alive or gone).
     pub fn detach(&mut self, pid: u32) {
         if let Some(attached) = self.attached.remove(&pid) {
