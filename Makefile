@@ -21,6 +21,7 @@ setup:
 	bash scripts/build-kubernetes-modern.sh 1.34.4 --pie
 	bash scripts/install-otelcol.sh
 	bash scripts/install-kafka.sh
+	bash scripts/install-prometheus.sh
 
 # The eBPF crate is built for the BPF target with the toolchain route chosen by the install script.
 ebpf: 
