@@ -57,7 +57,9 @@ BURN_WINDOWS = [
 
 REQUESTS = "apiscope_request_total"
 DURATION = "apiscope_request_duration_seconds"
-DOCS = "https://github.com/apiscope/apiscope/blob/main/docs/dashboards.md"
+# Where the alerts' runbooks are: this repository's page, relative; point it at wherever your copy
+# of the docs is served (then run this generator again).
+DOCS = "docs/dashboards.md"
 
 
 def code_is(pattern):
