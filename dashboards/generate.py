@@ -627,9 +627,29 @@ def target(expr, legend="", instant=False):
     return t
 
 
-def timeseries(title, description, targets, unit="short", width=12):
+# Span attributes (docs/telemetry.md) that carry what a metric label says, for trace links.
+SPAN_ATTRIBUTE = {"client": "k8s.apiserver.component", "resource": "k8s.apiserver.resource",
+                  "verb": "k8s.apiserver.metric_verb", "code": "http.response.status_code"}
+
+
+def trace_links(*labels):
+    """A data link from a series to its requests' spans in Jaeger's search (the `jaeger`
+    variable), by the series' labels, over the dashboard's time range."""
+    tags = ",".join(f'"{SPAN_ATTRIBUTE[label]}":"${{__field.labels.{label}}}"' for label in labels)
+    encoded = "%7B" + tags.replace('"', "%22").replace(":", "%3A").replace(",", "%2C") + "%7D"
+    # The encoding above also hit the ${...} placeholders' own characters: restore them.
+    for label in labels:
+        encoded = encoded.replace(f"${{__field.labels.{label}}}".replace(":", "%3A"),
+                                  f"${{__field.labels.{label}:percentencode}}")
+    return [{"title": "Requests in Jaeger (" + ", ".join(labels) + ")", "targetBlank": True,
+             "url": "${jaeger}/search?service=kube-apiserver&start=${__from}000&end=${__to}000"
+                    "&limit=100&tags=" + encoded}]
+
+
+def timeseries(title, description, targets, unit="short", width=12, links=()):
     return {"type": "timeseries", "title": title, "description": description, "targets": targets,
-            "fieldConfig": {"defaults": {"unit": unit, "min": 0}, "overrides": []},
+            "fieldConfig": {"defaults": {"unit": unit, "min": 0, "links": trace_links(*links) if links else []},
+                            "overrides": []},
             "options": {"legend": {"displayMode": "table", "placement": "right", "calcs": ["mean", "max"]},
                         "tooltip": {"mode": "multi", "sort": "desc"}},
             "_width": width}
@@ -668,6 +688,9 @@ def variables(*extra):
         query_variable("job", "Job", "label_values(apiscope_capture_attached_processes, job)", multi=False),
         query_variable("instance", "Instance",
                        'label_values(apiscope_capture_attached_processes{job="$job"}, instance)'),
+        {"name": "jaeger", "label": "Jaeger URL", "type": "textbox", "query": "http://localhost:16686",
+         "current": {"text": "http://localhost:16686", "value": "http://localhost:16686"}, "hide": 0,
+         "options": [], "description": "Where trace links open a search of the series' requests"},
     ]
     return base + list(extra)
 
@@ -727,12 +750,12 @@ def sli_row(name, verbs, selector):
         timeseries(f"{name} requests by code", f"{name} requests per second by HTTP status code.",
                    [target(f"sum by (code) (rate({req(selector)}[{RI}]))", "{{code}}")], "reqps", 8),
         timeseries(f"{name} 5xx share by resource", f"Share of {name.lower()} requests answered 5xx, per resource.",
-                   [target(share_5xx("resource", selector), "{{resource}}")], "percentunit", 8),
+                   [target(share_5xx("resource", selector), "{{resource}}")], "percentunit", 8, ("resource",)),
         timeseries(f"{name} p99 duration by resource",
                    f"99th percentile of {name.lower()} request duration (first request byte to last response byte), "
                    "streaming subresources left out.",
                    [target(f"histogram_quantile(0.99, sum by (resource, le) (rate({dur_bucket(selector, NON_STREAMING)}[{RI}])))",
-                           "{{resource}}")], "s", 8),
+                           "{{resource}}")], "s", 8, ("resource",)),
     ])
 
 
@@ -767,10 +790,10 @@ def overview():
                                "{{resource}}.{{group}}")], "reqps"),
             timeseries("Requests by client (top 10)",
                        "The ten busiest clients (the User-Agent's component; the apiserver's own metrics have no client label).",
-                       [target(f"topk(10, sum by (client) (rate({req(CLIENT_SEL)}[{RI}])))", "{{client}}")], "reqps"),
+                       [target(f"topk(10, sum by (client) (rate({req(CLIENT_SEL)}[{RI}])))", "{{client}}")], "reqps", links=("client",)),
             timeseries("Errors by verb and code", "4xx and 5xx responses per second.",
                        [target(f"sum by (verb, code) (rate({req(CLIENT_SEL, ERROR_CODES)}[{RI}]))",
-                               "{{verb}} {{code}}")], "reqps"),
+                               "{{verb}} {{code}}")], "reqps", links=("verb", "code")),
             timeseries("Non-resource requests by path", "/healthz, /openapi, discovery... (not in apiscope_request_total's resources).",
                        [target(f"sum by (path) (rate(apiscope_nonresource_request_total{sel(S)}[{RI}]))", "{{path}}")], "reqps"),
         ]),
@@ -779,7 +802,7 @@ def overview():
                        quantiles, "s"),
             timeseries("p99 duration by verb and resource (top 10)", "The ten slowest verb and resource pairs.",
                        [target(f"topk(10, histogram_quantile(0.99, sum by (verb, resource, le) (rate({dur_bucket(NOT_LONG_RUNNING)}[{RI}]))))",
-                               "{{verb}} {{resource}}")], "s"),
+                               "{{verb}} {{resource}}")], "s", links=("verb", "resource")),
         ]),
         ("Concurrency", [
             timeseries("In-flight requests", "Started, not yet answered, long-running ones excluded (as the apiserver's max-in-flight counts them).",
@@ -800,18 +823,20 @@ def clients():
             table("Top clients by requests", "Requests per client over the dashboard's time range.",
                   [target(f"topk(20, sum by (client) (increase({req(c)}[$__range])))", instant=True)]),
             timeseries("Requests by client", "Requests per second, the ten busiest clients.",
-                       [target(f"topk(10, sum by (client) (rate({req(c)}[{RI}])))", "{{client}}")], "reqps"),
+                       [target(f"topk(10, sum by (client) (rate({req(c)}[{RI}])))", "{{client}}")], "reqps", links=("client",)),
             timeseries("Requests by client and verb", "The ten busiest client and verb pairs.",
-                       [target(f"topk(10, sum by (client, verb) (rate({req(c)}[{RI}])))", "{{client}} {{verb}}")], "reqps"),
+                       [target(f"topk(10, sum by (client, verb) (rate({req(c)}[{RI}])))", "{{client}} {{verb}}")], "reqps",
+                       links=("client", "verb")),
             timeseries("Requests by client and resource", "The ten busiest client and resource pairs.",
                        [target(f"topk(10, sum by (client, resource) (rate({req(c, HAS_RESOURCE)}[{RI}])))",
-                               "{{client}} {{resource}}")], "reqps"),
+                               "{{client}} {{resource}}")], "reqps", links=("client", "resource")),
         ]),
         ("Errors", [
             timeseries("Errors by client and code", "4xx and 5xx responses per second per client.",
-                       [target(f"sum by (client, code) (rate({req(c, ERROR_CODES)}[{RI}]))", "{{client}} {{code}}")], "reqps"),
+                       [target(f"sum by (client, code) (rate({req(c, ERROR_CODES)}[{RI}]))", "{{client}} {{code}}")], "reqps",
+                       links=("client", "code")),
             timeseries("5xx share by client", "Share of each client's requests answered 5xx.",
-                       [target(share_5xx("client", c), "{{client}}")], "percentunit"),
+                       [target(share_5xx("client", c), "{{client}}")], "percentunit", links=("client",)),
         ]),
         ("Heavy requests", [
             table("Heavy LISTs by client and resource", "LIST requests per client, resource and scope over the time range; "
@@ -822,7 +847,7 @@ def clients():
             timeseries("Slowest verb and resource (p99)", "Duration has no client label (bounded cardinality): the slowest "
                        "verb and resource pairs here, the requests themselves in the traces.",
                        [target(f"topk(10, histogram_quantile(0.99, sum by (verb, resource, le) (rate({dur_bucket(NOT_LONG_RUNNING)}[{RI}]))))",
-                               "{{verb}} {{resource}}")], "s"),
+                               "{{verb}} {{resource}}")], "s", links=("verb", "resource")),
             timeseries("Watches ended by client", "Watches that ended per second; an informer keeps one open for minutes.",
                        [target(f"sum by (client, resource) (rate({req(c, WATCH)}[{RI}]))", "{{client}} {{resource}}")], "reqps"),
             timeseries("Throttled (429) by client", "Requests rejected by max-in-flight or APF.",
