@@ -549,6 +549,7 @@ def health_rules():
             },
         },
         {
+            # apiscope creates a signal's failed and dropped series together, so `+` finds both.
             "alert": "ApiscopeOtlpExportFailing",
             "expr": f"sum by ({by}, signal) (rate(apiscope_otlp_failed_total{sel(JOB)}[5m]) "
                     f"+ rate(apiscope_otlp_dropped_total{sel(JOB)}[5m])) > 0\n",
