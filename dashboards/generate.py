@@ -12,6 +12,7 @@ they state the expected alerts independently of this generator.
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -982,9 +983,55 @@ def health():
     return dashboard("apiscope-health", "apiscope / Health", "apiscope's own health: capture, loss, decode, export.", rows)
 
 
+GRAFANA_BUILTINS = {"__rate_interval", "__range", "__from", "__to", "__field"}
+
+
+def validate(d):
+    """What Grafana needs to import and lay out a dashboard, checked on the generated JSON: unique
+    panel ids, panels inside the 24-column grid and not overlapping, every query with a refId
+    and the ${datasource} data source, every variable it uses defined."""
+    problems = []
+    defined = {v["name"] for v in d["templating"]["list"]} | GRAFANA_BUILTINS
+    ids, cells = set(), {}
+    for panel in d["panels"]:
+        where = f"{d['uid']}: {panel['title']}"
+        if panel["id"] in ids:
+            problems.append(f"{where}: duplicate id {panel['id']}")
+        ids.add(panel["id"])
+        g = panel["gridPos"]
+        if g["x"] < 0 or g["x"] + g["w"] > 24:
+            problems.append(f"{where}: outside the grid {g}")
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                if (x, y) in cells:
+                    problems.append(f"{where}: overlaps {cells[(x, y)]}")
+                    break
+                cells[(x, y)] = panel["title"]
+            else:
+                continue
+            break
+        if panel["type"] == "row":
+            continue
+        texts = [json.dumps(panel.get("fieldConfig", {}))]
+        for t in panel["targets"]:
+            if not t.get("refId") or not t.get("expr") or t.get("datasource") != DATASOURCE:
+                problems.append(f"{where}: a target without refId, expr or ${{datasource}}")
+            texts.append(t.get("expr", ""))
+        for text in texts:
+            for name in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text):
+                if name not in defined:
+                    problems.append(f"{where}: undefined variable ${name}")
+    return problems
+
+
 def dashboard_files():
-    return {f"{d['uid'].removeprefix('apiscope-')}.json": json.dumps(d, indent=2) + "\n"
-            for d in (overview(), clients(), watches(), throttling(), payloads(), health())}
+    dashboards = [overview(), clients(), watches(), throttling(), payloads(), health()]
+    problems = [p for d in dashboards for p in validate(d)]
+    if len({d["uid"] for d in dashboards}) != len(dashboards):
+        problems.append("two dashboards share a uid")
+    if problems:
+        raise SystemExit("\n".join(problems))
+    return {f"{d['uid'].removeprefix('apiscope-')}.json": json.dumps(d, indent=2) + "\n" for d in dashboards}
 
 
 # ---------------------------------------------------------------------------------------------
