@@ -10,10 +10,12 @@
 //! - `apiscope_request_total` increases over the workload window equal the apiserver's own
 //!   `apiserver_request_total` increases, label set by label set (differences are printed; the
 //!   resources the workload touches must agree exactly).
-//! - dashboards/: every rule Prometheus loaded evaluates without error and its query runs; every
+//! - dashboards/: every rule Prometheus loaded evaluates without error and its query runs, and no
+//!   alert is pending or firing; every
 //!   query of every dashboard panel (variables substituted, intervals = the workload window) runs,
 //!   and returns data unless the panel is in `PANELS_ALLOWED_EMPTY`; the `le` forms the rules
-//!   rely on are the ones Prometheus stored; the collector's remote write arrived.
+//!   rely on are the ones Prometheus stored; the collector's remote write arrived; once apiscope
+//!   has stopped, ApiscopeDown turns pending.
 //! - Secret test: a Secret and a TokenRequest with random values, captured at RequestResponse
 //!   (the most permissive level without an allow rule); the values must appear nowhere: Kafka
 //!   topics, Prometheus scrape, stdout JSON, apiscope's log.
@@ -343,6 +345,11 @@ fn requests_become_spans_logs_and_metrics_and_secrets_stay_home_on(
 
     check_dashboards(&prometheus, window_start, window_end, &mut problems)?;
     check_remote_write(&prometheus, &mut problems)?;
+    // And the other way round: apiscope has stopped, so its scrape fails and ApiscopeDown, on the
+    // real `up` series, must turn pending (it fires after 5 minutes).
+    if let Err(error) = wait_for_pending_alert(&prometheus, "ApiscopeDown") {
+        problems.push(format!("{error:#}"));
+    }
     open_watch.stop()?;
 
     // Secrets stay home.
@@ -461,6 +468,10 @@ fn check_dashboards(
         "rules: {} loaded, {evaluated} evaluated without error, every query ran",
         rules.len()
     );
+    // A healthy cluster and apiscope under a small workload: no alert may even be pending.
+    for (labels, _) in prometheus.query("ALERTS", Some(window_end))? {
+        problems.push(format!("an alert during the healthy workload: {labels:?}"));
+    }
 
     // Grafana's intervals become the workload window, so that the panels show the workload.
     let window = format!("{}s", (window_end - window_start).ceil() as u64);
@@ -550,6 +561,18 @@ fn check_dashboards(
         }
     }
     Ok(())
+}
+
+fn wait_for_pending_alert(prometheus: &Prometheus, alert: &str) -> Result<()> {
+    let query = format!("ALERTS{{alertname=\"{alert}\",alertstate=\"pending\"}}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if !prometheus.query(&query, None)?.is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    bail!("{alert} not pending 15 s after apiscope stopped")
 }
 
 /// The collector's remote write (production config, pointed at the test's Prometheus) arrived:
