@@ -251,7 +251,9 @@ def slo_rules():
                     f"and on ({CLUSTER})\n"
                     f"sum by ({CLUSTER}) (apiscope_request:burnrate{short}) > ({factor} * {budget})\n",
             "for": for_,
-            "labels": {"severity": severity, "long": long, "short": short},
+            # `source` keeps it apart from the mixin's alert of the same name where both run
+            # (Alertmanager would otherwise merge the two, their other labels being equal).
+            "labels": {"severity": severity, "long": long, "short": short, "source": "apiscope"},
             "annotations": {
                 "summary": "The API server is burning its error budget (measured by apiscope).",
                 "description": (
