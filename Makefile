@@ -10,7 +10,7 @@ EBPF_OBJECT := target/bpfel-unknown-none/release/apiscope-ebpf
 K8S_NEWEST := 1.37.2
 K8S_BIN := $(APISCOPE_CACHE)/kubernetes-$(K8S_NEWEST)/bin
 
-.PHONY: all setup build ebpf bench test test-pure test-e2e test-collector fuzz-smoke lint validate-configs demo fixtures clean-cache
+.PHONY: all setup build ebpf bench test test-pure test-e2e test-collector fuzz-smoke lint validate-configs check-rules demo fixtures clean-cache
 
 all: build
 
@@ -21,6 +21,7 @@ setup:
 	bash scripts/build-kubernetes-modern.sh 1.34.4 --pie
 	bash scripts/install-otelcol.sh
 	bash scripts/install-kafka.sh
+	bash scripts/install-prometheus.sh
 
 # The eBPF crate is built for the BPF target with the toolchain route chosen by the install script.
 ebpf: 
@@ -58,6 +59,12 @@ validate-configs:
 	bash scripts/install-otelcol.sh
 	bash scripts/validate-configs.sh
 
+# dashboards/: generated files current, promtool check rules (lint-fatal) and the promtool unit
+# tests, with Prometheus 3.16's promtool.
+check-rules:
+	bash scripts/install-prometheus.sh
+	bash scripts/check-rules.sh
+
 test-pure:
 	APISCOPE_REQUIRE_TOOLS=1 cargo test
 
@@ -83,7 +90,7 @@ test-collector:
 	bash scripts/install-kafka.sh
 	APISCOPE_REQUIRE_TOOLS=1 cargo test --release -p apiscope-e2e --test collector_pipeline
 
-test: setup lint validate-configs test-pure fuzz-smoke test-e2e
+test: setup lint validate-configs check-rules test-pure fuzz-smoke test-e2e
 
 # Re-records the golden decode fixtures from a real cluster (checked against its audit log first),
 # then rewrites their expected ApiRequests. Review the diff before committing. Records the newest

@@ -1,5 +1,6 @@
-//! A real Prometheus (Debian's 2.42, installed by `make setup`) on a loopback port, scraping the
-//! test's targets every second, queried through its HTTP API.
+//! A real Prometheus 3.16 (built by `scripts/install-prometheus.sh`, run by `make setup`) on a
+//! loopback port, scraping the test's targets and evaluating rule files every second, accepting
+//! remote write, queried through its HTTP API.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -10,14 +11,47 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::cluster::apiscope_cache;
 use crate::otelcol::http_request;
 
-/// The Prometheus binary, if installed.
+/// The Prometheus release the rules under `dashboards/` are written for and tested on.
+pub const PROMETHEUS_VERSION: &str = "3.16.0";
+
+/// The Prometheus binary: `$PROMETHEUS_BIN`, else the one `scripts/install-prometheus.sh`
+/// recorded in `$APISCOPE_CACHE/prometheus.env`. `None` if neither names an existing file.
 pub fn prometheus_binary() -> Option<PathBuf> {
-    ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    cached_binary("PROMETHEUS_BIN")
+}
+
+/// promtool of the same build (`$PROMTOOL_BIN`, else `prometheus.env`).
+pub fn promtool_binary() -> Option<PathBuf> {
+    cached_binary("PROMTOOL_BIN")
+}
+
+fn cached_binary(variable: &str) -> Option<PathBuf> {
+    let from_env = std::env::var_os(variable)
+        .filter(|value| !value.is_empty())
+        .map(PathBuf::from);
+    let from_cache = || {
+        let text = fs::read_to_string(apiscope_cache().join("prometheus.env")).ok()?;
+        let prefix = format!("{variable}=");
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .map(|path| PathBuf::from(path.trim()))
+    };
+    from_env.or_else(from_cache).filter(|path| path.is_file())
+}
+
+/// One rule as Prometheus loaded it (`/api/v1/rules`).
+#[derive(Debug, Clone)]
+pub struct LoadedRule {
+    pub group: String,
+    /// The record or alert name.
+    pub name: String,
+    pub query: String,
+    /// `ok`, `err`, or `unknown` (not evaluated yet).
+    pub health: String,
+    pub last_error: String,
 }
 
 pub struct Prometheus {
@@ -30,16 +64,27 @@ pub struct Prometheus {
 pub type Sample = (BTreeMap<String, String>, f64);
 
 impl Prometheus {
-    /// Starts Prometheus with a 1 s scrape interval and the given `scrape_configs` entries (YAML
-    /// list items, already indented by two spaces).
-    pub fn start(workdir: &Path, scrape_configs: &str) -> Result<Prometheus> {
-        let binary = prometheus_binary().context("prometheus is not installed (make setup)")?;
+    /// Starts Prometheus with a 1 s scrape and evaluation interval, the given `scrape_configs`
+    /// entries (YAML list items, already indented by two spaces) and rule files, and its
+    /// remote-write receiver enabled (`/api/v1/write`).
+    pub fn start(
+        workdir: &Path,
+        scrape_configs: &str,
+        rule_files: &[PathBuf],
+    ) -> Result<Prometheus> {
+        let binary = prometheus_binary()
+            .context("prometheus is not installed (scripts/install-prometheus.sh)")?;
         fs::create_dir_all(workdir)?;
         let config = workdir.join("prometheus.yml");
+        let rule_files: String = rule_files
+            .iter()
+            .map(|path| format!("  - {}\n", path.display()))
+            .collect();
         fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n{scrape_configs}"
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
+                 rule_files:\n{rule_files}scrape_configs:\n{scrape_configs}"
             ),
         )?;
         let address = free_loopback_address()?;
@@ -52,6 +97,7 @@ impl Prometheus {
                 workdir.join("data").display()
             ))
             .arg(format!("--web.listen-address={address}"))
+            .arg("--web.enable-remote-write-receiver")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -106,6 +152,49 @@ impl Prometheus {
             samples.push((labels, value));
         }
         Ok(samples)
+    }
+
+    /// The address of the HTTP API (and of the remote-write receiver, `/api/v1/write`).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The version the running server reports (`/api/v1/status/buildinfo`).
+    pub fn version(&self) -> Result<String> {
+        let body = self.get_json("/api/v1/status/buildinfo")?;
+        body["data"]["version"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no version in {body}"))
+    }
+
+    /// Every rule of the loaded rule files, with its evaluation health.
+    pub fn rules(&self) -> Result<Vec<LoadedRule>> {
+        let body = self.get_json("/api/v1/rules")?;
+        let mut rules = Vec::new();
+        for group in body["data"]["groups"].as_array().into_iter().flatten() {
+            for rule in group["rules"].as_array().into_iter().flatten() {
+                let text = |key: &str| rule[key].as_str().unwrap_or_default().to_owned();
+                rules.push(LoadedRule {
+                    group: group["name"].as_str().unwrap_or_default().to_owned(),
+                    name: text("name"),
+                    query: text("query"),
+                    health: text("health"),
+                    last_error: text("lastError"),
+                });
+            }
+        }
+        Ok(rules)
+    }
+
+    fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        let (status, body) = http_request(self.address, "GET", path, None, b"")?;
+        let body: serde_json::Value = serde_json::from_slice(&body)
+            .with_context(|| format!("GET {path}: {}", String::from_utf8_lossy(&body)))?;
+        if status != 200 || body["status"] != "success" {
+            bail!("GET {path} failed ({status}): {body}");
+        }
+        Ok(body)
     }
 
     /// Waits until every target of `job` has been scraped successfully.

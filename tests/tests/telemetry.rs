@@ -1,7 +1,8 @@
 //! Telemetry end to end (root), every component real: the test cluster, `apiscope capture`
 //! exporting OTLP/gRPC to the OpenTelemetry Collector built from otel-collector/builder-config.yaml
-//! running otel-collector/production.yaml into Apache Kafka (KRaft), and Prometheus scraping both
-//! apiscope and the apiserver.
+//! running otel-collector/production.yaml into Apache Kafka (KRaft) and, by remote write, into
+//! Prometheus 3.16, which also scrapes both apiscope and the apiserver and evaluates the rule files
+//! of dashboards/rules/.
 //!
 //! - Every ApiRequest apiscope printed has its span on the Kafka traces topic (name, kind,
 //!   captured start/end, status, k8s attributes) and its log record on the logs topic, carrying
@@ -9,6 +10,12 @@
 //! - `apiscope_request_total` increases over the workload window equal the apiserver's own
 //!   `apiserver_request_total` increases, label set by label set (differences are printed; the
 //!   resources the workload touches must agree exactly).
+//! - dashboards/: every rule Prometheus loaded evaluates without error and its query runs, and no
+//!   alert is pending or firing; every
+//!   query of every dashboard panel (variables substituted, intervals = the workload window) runs,
+//!   and returns data unless the panel is in `PANELS_ALLOWED_EMPTY`; the `le` forms the rules
+//!   rely on are the ones Prometheus stored; the collector's remote write arrived; once apiscope
+//!   has stopped, ApiscopeDown turns pending.
 //! - Secret test: a Secret and a TokenRequest with random values, captured at RequestResponse
 //!   (the most permissive level without an allow rule); the values must appear nowhere: Kafka
 //!   topics, Prometheus scrape, stdout JSON, apiscope's log.
@@ -22,9 +29,10 @@ use apiscope::k8s::api_request::CaptureLevel;
 use apiscope::vocabulary::Role;
 use apiscope_e2e::apiscope::{ApiscopeCapture, require_root, test_dir};
 use apiscope_e2e::cluster::{ClusterOptions, KubernetesVersion, TestCluster, for_each_version};
+use apiscope_e2e::dashboards;
 use apiscope_e2e::kafka::{self, KafkaBroker};
 use apiscope_e2e::otelcol::{self, Collector};
-use apiscope_e2e::prometheus::{Prometheus, prometheus_binary};
+use apiscope_e2e::prometheus::{PROMETHEUS_VERSION, Prometheus, prometheus_binary};
 use apiscope_e2e::workload::{setup_objects, workload_iteration};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -52,7 +60,7 @@ fn tools_or_skip() -> bool {
         missing.push("Apache Kafka (scripts/install-kafka.sh)");
     }
     if prometheus_binary().is_none() {
-        missing.push("Prometheus (scripts/install-packages.sh)");
+        missing.push("Prometheus 3.16 (scripts/install-prometheus.sh)");
     }
     if missing.is_empty() {
         return true;
@@ -86,9 +94,38 @@ fn requests_become_spans_logs_and_metrics_and_secrets_stay_home_on(
     let broker = KafkaBroker::start(&dir.join("kafka"))?;
     broker.create_topics(&TOPICS, Duration::from_secs(30))?;
     let bootstrap = broker.bootstrap();
+    // Prometheus first, so that the collector can remote-write to it; apiscope's address is only
+    // known once it runs, so its target comes through a file (Prometheus watches it).
+    let pki = cluster.pki();
+    let prometheus_dir = dir.join("prometheus");
+    std::fs::create_dir_all(&prometheus_dir)?;
+    let apiscope_targets = prometheus_dir.join("apiscope-targets.json");
+    std::fs::write(&apiscope_targets, "[]")?;
+    let prometheus = Prometheus::start(
+        &prometheus_dir,
+        &format!(
+            "  - job_name: apiscope\n    file_sd_configs: [{{files: ['{}']}}]\n\
+             \x20 - job_name: apiserver\n    scheme: https\n    tls_config:\n      ca_file: {}\n      cert_file: {}\n      key_file: {}\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
+            apiscope_targets.display(),
+            pki.ca.cert.display(),
+            pki.admin_client.cert.display(),
+            pki.admin_client.key.display(),
+            cluster.apiserver_port()
+        ),
+        &dashboards::rule_files()?,
+    )?;
+    let version = prometheus.version()?;
+    ensure!(
+        version == PROMETHEUS_VERSION,
+        "Prometheus {version}, the rules are tested on {PROMETHEUS_VERSION}"
+    );
+    let remote_write = format!("http://{}/api/v1/write", prometheus.address());
     let mut collector = Collector::start(
         &dir.join("otelcol"),
-        &[("KAFKA_BROKERS", bootstrap.as_str())],
+        &[
+            ("KAFKA_BROKERS", bootstrap.as_str()),
+            ("PROMETHEUS_REMOTE_WRITE_ENDPOINT", remote_write.as_str()),
+        ],
     )?;
 
     let policy = dir.join("policy.yaml");
@@ -116,20 +153,22 @@ fn requests_become_spans_logs_and_metrics_and_secrets_stay_home_on(
     )?;
     capture.wait_attached(cluster.apiserver_pid())?;
     let apiscope_metrics = capture.metrics_address()?;
-    let pki = cluster.pki();
-    let prometheus = Prometheus::start(
-        &dir.join("prometheus"),
-        &format!(
-            "  - job_name: apiscope\n    static_configs: [{{targets: ['{apiscope_metrics}']}}]\n\
-             \x20 - job_name: apiserver\n    scheme: https\n    tls_config:\n      ca_file: {}\n      cert_file: {}\n      key_file: {}\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
-            pki.ca.cert.display(),
-            pki.admin_client.cert.display(),
-            pki.admin_client.key.display(),
-            cluster.apiserver_port()
-        ),
+    std::fs::write(
+        &apiscope_targets,
+        format!("[{{\"targets\": [\"{apiscope_metrics}\"]}}]"),
     )?;
     prometheus.wait_for_targets("apiscope", Duration::from_secs(30))?;
     prometheus.wait_for_targets("apiserver", Duration::from_secs(30))?;
+    // A watch open through the whole window, ended after the checks: the open-watch and
+    // long-running panels need one (the cluster's own watches began before apiscope attached).
+    let open_watch = cluster.kubectl_background(
+        &[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/fidelity/configmaps?watch=1&timeoutSeconds=600",
+        ],
+        &dir.join("open-watch.log"),
+    )?;
     std::thread::sleep(Duration::from_secs(2));
     let window_start = unix_seconds();
     std::thread::sleep(Duration::from_secs(2));
@@ -268,8 +307,10 @@ fn requests_become_spans_logs_and_metrics_and_secrets_stay_home_on(
             .filter(|(_, d)| *d > 0.0)
             .collect())
     };
-    let ours = delta("apiscope_request_total")?;
-    let theirs = delta("apiserver_request_total")?;
+    // The scraped series only: the collector's remote write adds the same metrics under the
+    // job its resource names.
+    let ours = delta("apiscope_request_total{job=\"apiscope\"}")?;
+    let theirs = delta("apiserver_request_total{job=\"apiserver\"}")?;
     let keys: BTreeSet<&String> = ours.keys().chain(theirs.keys()).collect();
     let mut differences = Vec::new();
     let mut agreeing = 0;
@@ -303,6 +344,15 @@ fn requests_become_spans_logs_and_metrics_and_secrets_stay_home_on(
             problems.push(format!("{kubernetes}: {key}: apiscope {a}, apiserver {b}"));
         }
     }
+
+    check_dashboards(&prometheus, window_start, window_end, &mut problems)?;
+    check_remote_write(&prometheus, &mut problems)?;
+    // And the other way round: apiscope has stopped, so its scrape fails and ApiscopeDown, on the
+    // real `up` series, must turn pending (it fires after 5 minutes).
+    if let Err(error) = wait_for_pending_alert(&prometheus, "ApiscopeDown") {
+        problems.push(format!("{error:#}"));
+    }
+    open_watch.stop()?;
 
     // Secrets stay home.
     let mut outputs: Vec<(&str, Vec<u8>)> = vec![
@@ -345,6 +395,220 @@ fn requests_become_spans_logs_and_metrics_and_secrets_stay_home_on(
         bail!("{} problem(s):\n{}", problems.len(), problems.join("\n"));
     }
     Ok(())
+}
+
+/// Dashboard panels the workload does not exercise, and why. Every other panel must return data;
+/// an entry that names no panel is an error too, so the list stays exact.
+const PANELS_ALLOWED_EMPTY: &[(&str, &str, &str)] = &[
+    ("apiserver.json", "Availability (30d)", AVAILABILITY_GROUP),
+    (
+        "apiserver.json",
+        "Error budget left (30d)",
+        AVAILABILITY_GROUP,
+    ),
+    (
+        "apiserver.json",
+        "Read availability (30d)",
+        AVAILABILITY_GROUP,
+    ),
+    (
+        "apiserver.json",
+        "Write availability (30d)",
+        AVAILABILITY_GROUP,
+    ),
+    ("clients.json", "Throttled (429) by client", NO_THROTTLING),
+    (
+        "throttling.json",
+        "429s by priority level and flow schema",
+        NO_THROTTLING,
+    ),
+    (
+        "throttling.json",
+        "429s by client, verb and resource",
+        NO_THROTTLING,
+    ),
+    (
+        "throttling.json",
+        "429 share of all requests",
+        NO_THROTTLING,
+    ),
+    (
+        "health.json",
+        "Label values folded into other",
+        "no label value reaches its bound",
+    ),
+];
+const AVAILABILITY_GROUP: &str =
+    "recorded by the mixin's 3-minute availability group, not evaluated yet in a short test";
+const NO_THROTTLING: &str = "the workload is never throttled (no 429)";
+
+/// The rules Prometheus loaded from dashboards/rules/ and every dashboard panel, run against what
+/// Prometheus scraped during the workload window; and the `le` forms the rules rely on.
+fn check_dashboards(
+    prometheus: &Prometheus,
+    window_start: f64,
+    window_end: f64,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    let rules = prometheus.rules()?;
+    ensure!(!rules.is_empty(), "Prometheus loaded no rules");
+    let mut evaluated = 0;
+    for rule in &rules {
+        match rule.health.as_str() {
+            "err" => problems.push(format!(
+                "rule {} ({}): {}",
+                rule.name, rule.group, rule.last_error
+            )),
+            "ok" => evaluated += 1,
+            _ => {}
+        }
+        if let Err(error) = prometheus.query(&rule.query, Some(window_end)) {
+            problems.push(format!("rule {} ({}): {error:#}", rule.name, rule.group));
+        }
+    }
+    eprintln!(
+        "rules: {} loaded, {evaluated} evaluated without error, every query ran",
+        rules.len()
+    );
+    // A healthy cluster and apiscope under a small workload: no alert may even be pending.
+    for (labels, _) in prometheus.query("ALERTS", Some(window_end))? {
+        problems.push(format!("an alert during the healthy workload: {labels:?}"));
+    }
+
+    // Grafana's intervals become the workload window, so that the panels show the workload.
+    let window = format!("{}s", (window_end - window_start).ceil() as u64);
+    let variables = [
+        ("$job", "apiscope".to_owned()),
+        ("$instance", ".*".to_owned()),
+        ("$client", ".*".to_owned()),
+        ("$__rate_interval", window.clone()),
+        ("$__range", window),
+    ];
+    let panels = dashboards::panels(&variables)?;
+    let mut with_data = Vec::new();
+    let mut empty = Vec::new();
+    for panel in &panels {
+        let mut samples = 0;
+        for query in &panel.queries {
+            match prometheus.query(query, Some(window_end)) {
+                Ok(result) => samples += result.len(),
+                Err(error) => {
+                    problems.push(format!("{}: {}: {error:#}", panel.dashboard, panel.title))
+                }
+            }
+        }
+        let name = format!("{}: {}", panel.dashboard, panel.title);
+        let allowed = PANELS_ALLOWED_EMPTY
+            .iter()
+            .any(|(d, t, _)| *d == panel.dashboard && *t == panel.title);
+        match (samples, allowed) {
+            (0, false) => problems.push(format!("{name}: no data")),
+            (0, true) => empty.push(name),
+            (_, true) => {
+                eprintln!("  (allowed to be empty, has data: {name})");
+                with_data.push(name);
+            }
+            (_, false) => with_data.push(name),
+        }
+    }
+    for (dashboard, title, _) in PANELS_ALLOWED_EMPTY {
+        if !panels
+            .iter()
+            .any(|p| p.dashboard == *dashboard && p.title == *title)
+        {
+            problems.push(format!(
+                "PANELS_ALLOWED_EMPTY names {dashboard}: {title}, no such panel"
+            ));
+        }
+    }
+    eprintln!(
+        "dashboards: {} panels, {} with data, {} empty (allowed): {}",
+        panels.len(),
+        with_data.len(),
+        empty.len(),
+        empty.join("; ")
+    );
+
+    // The rules match le="1.0", "5.0", "30.0": measure what Prometheus stored, for apiscope's
+    // float bounds and for a Go exporter's (the apiserver writes le="1").
+    let le_values = |selector: &str| -> Result<BTreeSet<String>> {
+        Ok(prometheus
+            .query(&format!("count by (le) ({selector})"), Some(window_end))?
+            .into_iter()
+            .filter_map(|(labels, _)| labels.get("le").cloned())
+            .collect())
+    };
+    for (selector, want, not) in [
+        (
+            "apiscope_request_duration_seconds_bucket{job=\"apiscope\"}",
+            &["1.0", "5.0", "30.0"][..],
+            "1",
+        ),
+        (
+            "apiserver_request_duration_seconds_bucket{job=\"apiserver\"}",
+            &["1.0", "5.0"][..],
+            "1",
+        ),
+        (
+            "apiscope_response_sizes_bytes_bucket{job=\"apiscope\"}",
+            &["1e+06"][..],
+            "1000000.0",
+        ),
+    ] {
+        let stored = le_values(selector)?;
+        if !want.iter().all(|le| stored.contains(*le)) || stored.contains(not) {
+            problems.push(format!(
+                "{selector}: le stored as {stored:?}, expected {want:?} and not {not:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn wait_for_pending_alert(prometheus: &Prometheus, alert: &str) -> Result<()> {
+    let query = format!("ALERTS{{alertname=\"{alert}\",alertstate=\"pending\"}}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if !prometheus.query(&query, None)?.is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    bail!("{alert} not pending 15 s after apiscope stopped")
+}
+
+/// The collector's remote write (production config, pointed at the test's Prometheus) arrived:
+/// apiscope's request counter under a job other than the scrape's.
+fn check_remote_write(prometheus: &Prometheus, problems: &mut Vec<String>) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let jobs = prometheus.query("count by (job, instance) (apiscope_request_total)", None)?;
+        let remote: Vec<_> = jobs
+            .iter()
+            .filter(|(labels, _)| labels.get("job").map(String::as_str) != Some("apiscope"))
+            .collect();
+        if !remote.is_empty() {
+            let les: BTreeSet<String> = prometheus
+                .query(
+                    "count by (le) (apiscope_request_duration_seconds_bucket{job!=\"apiscope\"})",
+                    None,
+                )?
+                .into_iter()
+                .filter_map(|(labels, _)| labels.get("le").cloned())
+                .collect();
+            eprintln!(
+                "remote write: apiscope_request_total series {remote:?}; le stored as {les:?}"
+            );
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            problems.push(format!(
+                "no apiscope_request_total arrived by remote write in 20 s (series by job: {jobs:?})"
+            ));
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 fn check_span(request: &ApiRequest, span: &Span, problems: &mut Vec<String>) {

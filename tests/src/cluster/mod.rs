@@ -281,6 +281,27 @@ impl TestCluster {
             .with_context(|| format!("running kubectl {}", args.join(" ")))
     }
 
+    /// Starts `kubectl --kubeconfig <admin> ARGS` in the background, its output in `log`, for a
+    /// request that stays open (a watch). The caller ends it; [`BackgroundKubectl`] kills it on drop.
+    pub fn kubectl_background(&self, args: &[&str], log: &Path) -> Result<BackgroundKubectl> {
+        let kubectl = find_program("kubectl", &["/usr/bin/kubectl"])
+            .context("kubectl not found (looked in /usr/bin and PATH)")?;
+        let output = std::fs::File::create(log)?;
+        let child = Command::new(kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.workdir.join("kubectl-cache"))
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(output.try_clone()?)
+            .stderr(output)
+            .spawn()
+            .with_context(|| format!("starting kubectl {}", args.join(" ")))?;
+        Ok(BackgroundKubectl(child))
+    }
+
     /// Like [`TestCluster::kubectl`], but fails unless kubectl exits 0; returns its stdout.
     pub fn kubectl_ok(&self, args: &[&str]) -> Result<String> {
         let output = self.kubectl(args)?;
@@ -949,4 +970,23 @@ fn run_bounded(mut command: Command, scratch_dir: &Path, timeout: Duration) -> R
     let _ = fs::remove_file(&stdout_path);
     let _ = fs::remove_file(&stderr_path);
     Ok(output)
+}
+
+/// A kubectl started by [`TestCluster::kubectl_background`]; killed when dropped.
+pub struct BackgroundKubectl(std::process::Child);
+
+impl BackgroundKubectl {
+    /// Kills kubectl (ending its request from the client side) and reaps it.
+    pub fn stop(mut self) -> Result<()> {
+        self.0.kill()?;
+        self.0.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for BackgroundKubectl {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
