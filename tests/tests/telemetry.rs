@@ -11,7 +11,8 @@
 //!   a configmap LIST's span through its query API by service `kube-apiserver`, operation
 //!   `GET /api/v1/namespaces/{namespace}/configmaps` and tag `k8s.apiserver.audit_id`: the same
 //!   trace and span id as on Kafka, start and duration the captured ones (to the API's µs); a
-//!   search for an audit id no request had finds nothing.
+//!   search for an audit id no request had finds nothing; a search by the tags the dashboards'
+//!   trace links use (client, status code) finds every kubectl 404 of the workload.
 //! - `apiscope_request_total` increases over the workload window equal the apiserver's own
 //!   `apiserver_request_total` increases, label set by label set (differences are printed; the
 //!   resources the workload touches must agree exactly).
@@ -316,7 +317,7 @@ fn requests_become_spans_logs_and_metrics_and_secrets_stay_home_on(
         .context("the workload made no namespaced configmap LIST with a span")?;
     let list_span = span_by_audit_id[list.audit_id.as_deref().unwrap_or_default()];
     let jaeger_checked = std::time::Instant::now();
-    check_jaeger(&jaeger, list, list_span, &mut problems)?;
+    check_jaeger(&jaeger, list, list_span, &exported, &mut problems)?;
     eprintln!("jaeger: checked in {:.1?}", jaeger_checked.elapsed());
     jaeger.ensure_running()?;
 
@@ -652,11 +653,13 @@ const CONFIGMAP_LIST_OPERATION: &str = "GET /api/v1/namespaces/{namespace}/confi
 
 /// Jaeger's query API finds `request`'s span by service, operation and audit id, as the collector
 /// forwarded it: the Kafka span's ids and the captured start and duration. A search for an audit id
-/// no request had must find nothing (the tag filter is applied, not ignored).
+/// no request had must find nothing (the tag filter is applied, not ignored); a search by client
+/// and status code (the dashboards' trace links) finds every kubectl 404 of `exported`.
 fn check_jaeger(
     jaeger: &Jaeger,
     request: &ApiRequest,
     kafka_span: &Span,
+    exported: &[&ApiRequest],
     problems: &mut Vec<String>,
 ) -> Result<()> {
     let id = request.audit_id.as_deref().unwrap_or_default();
@@ -729,6 +732,43 @@ fn check_jaeger(
             none.len()
         ));
     }
+    // The dashboards' trace-link form: service and tags only, one an integer attribute. Every
+    // kubectl 404 the capture exported is found, and only spans with those tags.
+    let link_tags = [
+        ("k8s.apiserver.component", "kubectl"),
+        ("http.response.status_code", "404"),
+    ];
+    let not_found = jaeger.find_traces("kube-apiserver", None, &link_tags)?;
+    let found: BTreeSet<&str> = not_found
+        .iter()
+        .filter_map(|s| s.tag("k8s.apiserver.audit_id").and_then(|v| v.as_str()))
+        .collect();
+    let wanted: BTreeSet<&str> = exported
+        .iter()
+        .filter(|r| r.component == "kubectl" && r.code == Some(404))
+        .filter_map(|r| r.audit_id.as_deref())
+        .collect();
+    if wanted.is_empty() || wanted.len() >= 20 || !wanted.is_subset(&found) {
+        problems.push(format!(
+            "jaeger: kubectl 404s by tag search: found {found:?}, exported {wanted:?} (want 1..20)"
+        ));
+    }
+    for span in &not_found {
+        let tag = |key| {
+            span.tag(key)
+                .map(|v| v.to_string().trim_matches('"').to_owned())
+        };
+        if tag("k8s.apiserver.component").as_deref() != Some("kubectl")
+            || tag("http.response.status_code").as_deref() != Some("404")
+        {
+            problems.push(format!("jaeger: the kubectl 404 search found {span:?}"));
+        }
+    }
+    eprintln!(
+        "jaeger: {} kubectl 404(s) found by tags, {} exported",
+        found.len(),
+        wanted.len()
+    );
     eprintln!(
         "jaeger: {} found by service, operation and audit id {id} at {}{}",
         span.operation,
