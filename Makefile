@@ -22,6 +22,7 @@ setup:
 	bash scripts/install-otelcol.sh
 	bash scripts/install-kafka.sh
 	bash scripts/install-prometheus.sh
+	bash scripts/install-jaeger.sh
 
 # The eBPF crate is built for the BPF target with the toolchain route chosen by the install script.
 ebpf: 

@@ -7,6 +7,12 @@
 //! - Every ApiRequest apiscope printed has its span on the Kafka traces topic (name, kind,
 //!   captured start/end, status, k8s attributes) and its log record on the logs topic, carrying
 //!   the span's trace and span id.
+//! - Jaeger v2, in Tempo's place (the collector's `otlp_grpc/tempo` exporter pointed at it), finds
+//!   a configmap LIST's span through its query API by service `kube-apiserver`, operation
+//!   `GET /api/v1/namespaces/{namespace}/configmaps` and tag `k8s.apiserver.audit_id`: the same
+//!   trace and span id as on Kafka, start and duration the captured ones (to the API's µs); a
+//!   search for an audit id no request had finds nothing; a search by the tags the dashboards'
+//!   trace links use (client, status code) finds every kubectl 404 of the workload.
 //! - `apiscope_request_total` increases over the workload window equal the apiserver's own
 //!   `apiserver_request_total` increases, label set by label set (differences are printed; the
 //!   resources the workload touches must agree exactly).
@@ -30,6 +36,7 @@ use apiscope::vocabulary::Role;
 use apiscope_e2e::apiscope::{ApiscopeCapture, require_root, test_dir};
 use apiscope_e2e::cluster::{ClusterOptions, KubernetesVersion, TestCluster, for_each_version};
 use apiscope_e2e::dashboards;
+use apiscope_e2e::jaeger::{self, Jaeger, JaegerSpan};
 use apiscope_e2e::kafka::{self, KafkaBroker};
 use apiscope_e2e::otelcol::{self, Collector};
 use apiscope_e2e::prometheus::{PROMETHEUS_VERSION, Prometheus, prometheus_binary};
@@ -61,6 +68,9 @@ fn tools_or_skip() -> bool {
     }
     if prometheus_binary().is_none() {
         missing.push("Prometheus 3.16 (scripts/install-prometheus.sh)");
+    }
+    if jaeger::jaeger_binary().is_none() {
+        missing.push("Jaeger v2 (scripts/install-jaeger.sh)");
     }
     if missing.is_empty() {
         return true;
@@ -120,11 +130,17 @@ fn requests_become_spans_logs_and_metrics_and_secrets_stay_home_on(
         "Prometheus {version}, the rules are tested on {PROMETHEUS_VERSION}"
     );
     let remote_write = format!("http://{}/api/v1/write", prometheus.address());
+    // Jaeger stands in for Tempo: the production config's trace exporter, pointed at it.
+    let jaeger_started = std::time::Instant::now();
+    let mut jaeger = Jaeger::start(&dir.join("jaeger"))?;
+    eprintln!("jaeger: ready in {:.1?}", jaeger_started.elapsed());
+    let jaeger_otlp = jaeger.otlp_grpc_endpoint();
     let mut collector = Collector::start(
         &dir.join("otelcol"),
         &[
             ("KAFKA_BROKERS", bootstrap.as_str()),
             ("PROMETHEUS_REMOTE_WRITE_ENDPOINT", remote_write.as_str()),
+            ("TEMPO_OTLP_ENDPOINT", jaeger_otlp.as_str()),
         ],
     )?;
 
@@ -287,6 +303,24 @@ fn requests_become_spans_logs_and_metrics_and_secrets_stay_home_on(
     );
     ensure!(!metrics.is_empty(), "no metrics on {}", TOPICS[2]);
 
+    // Jaeger: one request's span, found by service, operation and audit id.
+    let list = exported
+        .iter()
+        .find(|r| {
+            r.method == "GET"
+                && r.verb == "list"
+                && r.resource == "configmaps"
+                && !r.namespace.is_empty()
+                && r.path == format!("/api/v1/namespaces/{}/configmaps", r.namespace)
+                && span_by_audit_id.contains_key(r.audit_id.as_deref().unwrap_or_default())
+        })
+        .context("the workload made no namespaced configmap LIST with a span")?;
+    let list_span = span_by_audit_id[list.audit_id.as_deref().unwrap_or_default()];
+    let jaeger_checked = std::time::Instant::now();
+    check_jaeger(&jaeger, list, list_span, &exported, &mut problems)?;
+    eprintln!("jaeger: checked in {:.1?}", jaeger_checked.elapsed());
+    jaeger.ensure_running()?;
+
     // Prometheus: apiscope vs the apiserver, label set by label set.
     let delta = |metric: &str| -> Result<BTreeMap<String, f64>> {
         let expr = format!("sum by ({LABELS}) ({metric})");
@@ -389,6 +423,9 @@ fn requests_become_spans_logs_and_metrics_and_secrets_stay_home_on(
     prometheus.stop()?;
     collector.ensure_running()?;
     collector.stop()?;
+    let jaeger_stopping = std::time::Instant::now();
+    jaeger.stop()?;
+    eprintln!("jaeger: stopped in {:.1?}", jaeger_stopping.elapsed());
     broker.stop()?;
     cluster.stop()?;
     if !problems.is_empty() {
@@ -608,6 +645,146 @@ fn check_remote_write(prometheus: &Prometheus, problems: &mut Vec<String>) -> Re
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The operation apiscope names a namespaced configmap LIST's span (docs/telemetry.md).
+const CONFIGMAP_LIST_OPERATION: &str = "GET /api/v1/namespaces/{namespace}/configmaps";
+
+/// Jaeger's query API finds `request`'s span by service, operation and audit id, as the collector
+/// forwarded it: the Kafka span's ids and the captured start and duration. A search for an audit id
+/// no request had must find nothing (the tag filter is applied, not ignored); a search by client
+/// and status code (the dashboards' trace links) finds every kubectl 404 of `exported`.
+fn check_jaeger(
+    jaeger: &Jaeger,
+    request: &ApiRequest,
+    kafka_span: &Span,
+    exported: &[&ApiRequest],
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    let id = request.audit_id.as_deref().unwrap_or_default();
+    let tags = [("k8s.apiserver.audit_id", id)];
+    let search = || jaeger.find_traces("kube-apiserver", Some(CONFIGMAP_LIST_OPERATION), &tags);
+    // The collector batches for 200 ms and Jaeger for 100 ms; by now (Kafka already read) the
+    // span is normally there, the wait only covers a slow export.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut spans = search()?;
+    while !spans
+        .iter()
+        .any(|s| s.tag("k8s.apiserver.audit_id").is_some())
+    {
+        if std::time::Instant::now() > deadline {
+            problems.push(format!(
+                "jaeger: no span for audit id {id} ({} {}) 15 s after capture; services {:?}\n{}",
+                request.method,
+                request.path,
+                jaeger.services()?,
+                jaeger.log_tail()
+            ));
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        spans = search()?;
+    }
+    let matching: Vec<&JaegerSpan> = spans
+        .iter()
+        .filter(|s| s.tag("k8s.apiserver.audit_id").and_then(|v| v.as_str()) == Some(id))
+        .collect();
+    let [span] = matching.as_slice() else {
+        problems.push(format!(
+            "jaeger: {} spans with audit id {id}, expected one: {spans:?}",
+            matching.len()
+        ));
+        return Ok(());
+    };
+    let mut expect = |what: &str, ok: bool| {
+        if !ok {
+            problems.push(format!("jaeger: span of {id}: {what}: {span:?}"));
+        }
+    };
+    expect("service", span.service == "kube-apiserver");
+    expect("operation", span.operation == CONFIGMAP_LIST_OPERATION);
+    expect("trace id", span.trace_id == jaeger_id(&kafka_span.trace_id));
+    expect("span id", span.span_id == jaeger_id(&kafka_span.span_id));
+    // The API speaks microseconds (truncated from the OTLP nanoseconds).
+    let start = request.start_unix_nano / 1000;
+    let duration = (request.end_unix_nano - request.start_unix_nano) / 1000;
+    expect("start time", span.start_micros.abs_diff(start) <= 1);
+    expect("duration", span.duration_micros.abs_diff(duration) <= 1);
+    expect(
+        "k8s.apiserver.verb",
+        span.tag("k8s.apiserver.verb").and_then(|v| v.as_str()) == Some("list"),
+    );
+    expect(
+        "k8s.apiserver.namespace",
+        span.tag("k8s.apiserver.namespace").and_then(|v| v.as_str())
+            == Some(request.namespace.as_str()),
+    );
+    let nobody = random_token("no-such-audit-id");
+    let none = jaeger.find_traces(
+        "kube-apiserver",
+        Some(CONFIGMAP_LIST_OPERATION),
+        &[("k8s.apiserver.audit_id", nobody.as_str())],
+    )?;
+    if !none.is_empty() {
+        problems.push(format!(
+            "jaeger: a search for audit id {nobody} found {} span(s): the tag filter is ignored",
+            none.len()
+        ));
+    }
+    // The dashboards' trace-link form: service and tags only, one an integer attribute. Every
+    // kubectl 404 the capture exported is found, and only spans with those tags.
+    let link_tags = [
+        ("k8s.apiserver.component", "kubectl"),
+        ("http.response.status_code", "404"),
+    ];
+    let not_found = jaeger.find_traces("kube-apiserver", None, &link_tags)?;
+    let found: BTreeSet<&str> = not_found
+        .iter()
+        .filter_map(|s| s.tag("k8s.apiserver.audit_id").and_then(|v| v.as_str()))
+        .collect();
+    let wanted: BTreeSet<&str> = exported
+        .iter()
+        .filter(|r| r.component == "kubectl" && r.code == Some(404))
+        .filter_map(|r| r.audit_id.as_deref())
+        .collect();
+    if wanted.is_empty() || wanted.len() >= 20 || !wanted.is_subset(&found) {
+        problems.push(format!(
+            "jaeger: kubectl 404s by tag search: found {found:?}, exported {wanted:?} (want 1..20)"
+        ));
+    }
+    for span in &not_found {
+        let tag = |key| {
+            span.tag(key)
+                .map(|v| v.to_string().trim_matches('"').to_owned())
+        };
+        if tag("k8s.apiserver.component").as_deref() != Some("kubectl")
+            || tag("http.response.status_code").as_deref() != Some("404")
+        {
+            problems.push(format!("jaeger: the kubectl 404 search found {span:?}"));
+        }
+    }
+    eprintln!(
+        "jaeger: {} kubectl 404(s) found by tags, {} exported",
+        found.len(),
+        wanted.len()
+    );
+    eprintln!(
+        "jaeger: {} found by service, operation and audit id {id} at {}{}",
+        span.operation,
+        jaeger.query_url(),
+        jaeger::search_path("kube-apiserver", Some(CONFIGMAP_LIST_OPERATION), &tags)
+    );
+    Ok(())
+}
+
+/// An OTLP trace or span id as Jaeger's JSON API writes it: lower-case hex, a 128-bit trace id
+/// whose high half is zero as its low half only.
+fn jaeger_id(bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    match hex.strip_prefix("0000000000000000") {
+        Some(low) if hex.len() == 32 => low.to_owned(),
+        _ => hex,
     }
 }
 
