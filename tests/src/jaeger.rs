@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cluster::apiscope_cache;
+use crate::cluster::cached_binary;
 use crate::cluster::process::{
-    ManagedProcess, Spawner, free_loopback_ports, log_shows_port_conflict, poll_until,
+    ManagedProcess, Spawner, free_loopback_ports, poll_until, start_retrying_port_conflicts,
 };
 use crate::otelcol::http_request;
 
@@ -24,16 +24,7 @@ const START_ATTEMPTS: usize = 3;
 /// The Jaeger binary: `$JAEGER_BIN`, else the path `scripts/install-jaeger.sh` recorded in
 /// `$APISCOPE_CACHE/jaeger.env`. `None` if neither names an existing file.
 pub fn jaeger_binary() -> Option<PathBuf> {
-    let from_env = std::env::var_os("JAEGER_BIN")
-        .filter(|value| !value.is_empty())
-        .map(PathBuf::from);
-    let from_cache = || {
-        let text = fs::read_to_string(apiscope_cache().join("jaeger.env")).ok()?;
-        text.lines()
-            .find_map(|line| line.strip_prefix("JAEGER_BIN="))
-            .map(|path| PathBuf::from(path.trim()))
-    };
-    from_env.or_else(from_cache).filter(|path| path.is_file())
+    cached_binary("JAEGER_BIN", "jaeger.env")
 }
 
 /// One span as Jaeger's query API returns it (times in microseconds, as the API has them).
@@ -76,26 +67,16 @@ impl Jaeger {
         fs::create_dir_all(workdir)
             .with_context(|| format!("creating Jaeger work directory {}", workdir.display()))?;
         let spawner = Spawner::new()?;
-        let mut last_error = None;
-        for attempt in 1..=START_ATTEMPTS {
-            let log_path = workdir.join(format!("jaeger-{attempt}.log"));
-            match start_once(&spawner, &binary, workdir, log_path.clone()) {
-                Ok((process, otlp_grpc_port, query_port)) => {
-                    return Ok(Jaeger {
-                        process,
-                        _spawner: spawner,
-                        otlp_grpc_port,
-                        query_port,
-                    });
-                }
-                Err(error) if log_shows_port_conflict(&log_path) => {
-                    eprintln!("jaeger: port taken on attempt {attempt}, retrying: {error:#}");
-                    last_error = Some(error);
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("jaeger did not start")))
+        let (process, otlp_grpc_port, query_port) =
+            start_retrying_port_conflicts("jaeger", workdir, START_ATTEMPTS, |log_path| {
+                start_once(&spawner, &binary, workdir, log_path)
+            })?;
+        Ok(Jaeger {
+            process,
+            _spawner: spawner,
+            otlp_grpc_port,
+            query_port,
+        })
     }
 
     /// `127.0.0.1:<port>` of the OTLP/gRPC receiver (what `TEMPO_OTLP_ENDPOINT` takes).

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cluster::apiscope_cache;
+use crate::cluster::cached_binary;
 use crate::cluster::process::{
-    ManagedProcess, Spawner, free_loopback_ports, log_shows_port_conflict, poll_until,
+    ManagedProcess, Spawner, free_loopback_ports, poll_until, start_retrying_port_conflicts,
 };
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -28,16 +28,7 @@ pub fn production_config() -> PathBuf {
 /// The built collector: `$OTELCOL_BIN`, else the path `scripts/install-otelcol.sh` recorded in
 /// `$APISCOPE_CACHE/otelcol.env`. `None` if neither names an existing file.
 pub fn collector_binary() -> Option<PathBuf> {
-    let from_env = std::env::var_os("OTELCOL_BIN")
-        .filter(|value| !value.is_empty())
-        .map(PathBuf::from);
-    let from_cache = || {
-        let text = fs::read_to_string(apiscope_cache().join("otelcol.env")).ok()?;
-        text.lines()
-            .find_map(|line| line.strip_prefix("OTELCOL_BIN="))
-            .map(|path| PathBuf::from(path.trim()))
-    };
-    from_env.or_else(from_cache).filter(|path| path.is_file())
+    cached_binary("OTELCOL_BIN", "otelcol.env")
 }
 
 /// A running collector. Stopped by [`Collector::stop`], or killed on drop.
@@ -67,27 +58,17 @@ impl Collector {
         fs::create_dir_all(workdir)
             .with_context(|| format!("creating collector work directory {}", workdir.display()))?;
         let spawner = Spawner::new()?;
-        let mut last_error = None;
-        for attempt in 1..=START_ATTEMPTS {
-            let log_path = workdir.join(format!("otelcol-{attempt}.log"));
-            match start_once(&spawner, &binary, env, log_path.clone()) {
-                Ok((process, [grpc_port, http_port, health_port])) => {
-                    return Ok(Collector {
-                        process,
-                        _spawner: spawner,
-                        grpc_port,
-                        http_port,
-                        health_port,
-                    });
-                }
-                Err(error) if log_shows_port_conflict(&log_path) => {
-                    eprintln!("otelcol: port taken on attempt {attempt}, retrying: {error:#}");
-                    last_error = Some(error);
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("the collector did not start")))
+        let (process, [grpc_port, http_port, health_port]) =
+            start_retrying_port_conflicts("otelcol", workdir, START_ATTEMPTS, |log_path| {
+                start_once(&spawner, &binary, env, log_path)
+            })?;
+        Ok(Collector {
+            process,
+            _spawner: spawner,
+            grpc_port,
+            http_port,
+            health_port,
+        })
     }
 
     /// `127.0.0.1:<port>` of the OTLP/gRPC receiver.

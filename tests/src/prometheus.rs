@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::cluster::apiscope_cache;
+use crate::cluster::cached_binary;
 use crate::otelcol::http_request;
 
 /// The Prometheus release the rules under `dashboards/` are written for and tested on.
@@ -20,26 +20,12 @@ pub const PROMETHEUS_VERSION: &str = "3.16.0";
 /// The Prometheus binary: `$PROMETHEUS_BIN`, else the one `scripts/install-prometheus.sh`
 /// recorded in `$APISCOPE_CACHE/prometheus.env`. `None` if neither names an existing file.
 pub fn prometheus_binary() -> Option<PathBuf> {
-    cached_binary("PROMETHEUS_BIN")
+    cached_binary("PROMETHEUS_BIN", "prometheus.env")
 }
 
 /// promtool of the same build (`$PROMTOOL_BIN`, else `prometheus.env`).
 pub fn promtool_binary() -> Option<PathBuf> {
-    cached_binary("PROMTOOL_BIN")
-}
-
-fn cached_binary(variable: &str) -> Option<PathBuf> {
-    let from_env = std::env::var_os(variable)
-        .filter(|value| !value.is_empty())
-        .map(PathBuf::from);
-    let from_cache = || {
-        let text = fs::read_to_string(apiscope_cache().join("prometheus.env")).ok()?;
-        let prefix = format!("{variable}=");
-        text.lines()
-            .find_map(|line| line.strip_prefix(prefix.as_str()))
-            .map(|path| PathBuf::from(path.trim()))
-    };
-    from_env.or_else(from_cache).filter(|path| path.is_file())
+    cached_binary("PROMTOOL_BIN", "prometheus.env")
 }
 
 /// One rule as Prometheus loaded it (`/api/v1/rules`).

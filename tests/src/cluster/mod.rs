@@ -795,6 +795,22 @@ pub fn apiscope_cache() -> PathBuf {
     }
 }
 
+/// A binary an install script built: `$VARIABLE` if set, else the `VARIABLE=path` line the script
+/// wrote to `$APISCOPE_CACHE/<env_file>`. `None` if neither names an existing file.
+pub fn cached_binary(variable: &str, env_file: &str) -> Option<PathBuf> {
+    let from_env = std::env::var_os(variable)
+        .filter(|value| !value.is_empty())
+        .map(PathBuf::from);
+    let from_cache = || {
+        let text = std::fs::read_to_string(apiscope_cache().join(env_file)).ok()?;
+        let prefix = format!("{variable}=");
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .map(|path| PathBuf::from(path.trim()))
+    };
+    from_env.or_else(from_cache).filter(|path| path.is_file())
+}
+
 /// The path of one built Kubernetes binary of `version`, or an error saying how to build it.
 pub fn kubernetes_binary(version: KubernetesVersion, name: &str) -> Result<PathBuf> {
     let path = version.bin_dir().join(name);

@@ -288,6 +288,30 @@ pub fn log_shows_port_conflict(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Runs `start` (a server on ports chosen with [`free_loopback_ports`]) up to `attempts` times,
+/// again only when its log shows another process took a port between the choice and the bind.
+/// Attempt `n` logs to `workdir/<name>-<n>.log`, the path `start` is given.
+pub fn start_retrying_port_conflicts<T>(
+    name: &str,
+    workdir: &Path,
+    attempts: usize,
+    mut start: impl FnMut(PathBuf) -> Result<T>,
+) -> Result<T> {
+    let mut last_error = None;
+    for attempt in 1..=attempts {
+        let log_path = workdir.join(format!("{name}-{attempt}.log"));
+        match start(log_path.clone()) {
+            Ok(started) => return Ok(started),
+            Err(error) if log_shows_port_conflict(&log_path) => {
+                eprintln!("{name}: port taken on attempt {attempt}, retrying: {error:#}");
+                last_error = Some(error);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("{name} did not start")))
+}
+
 /// Polls `check` until it returns `Some`, at most `max_attempts` times and for at most `timeout`.
 /// `check` errors abort the wait (e.g. "the process exited").
 pub fn poll_until<T>(
