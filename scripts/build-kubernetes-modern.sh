@@ -34,10 +34,9 @@ done_all=1; for b in "${want[@]}"; do [ -x "$bin/$b" ] || done_all=0; done
 if [ $done_all = 1 ]; then log "kubernetes $version$suffix binaries cached in $bin"; exit 0; fi
 
 command -v go >/dev/null || { log "go is not installed (modern Kubernetes needs Go >= 1.24)"; exit 1; }
-# One module and build cache for every Go build of the project; the machine's Go, not a download.
-export GOTOOLCHAIN=local GOFLAGS="-mod=mod -p=2" CGO_ENABLED=0
-export GOMODCACHE="$APISCOPE_CACHE/go/modcache" GOCACHE="$APISCOPE_CACHE/go/buildcache"
-mkdir -p "$bin" "$GOMODCACHE" "$GOCACHE"
+use_shared_go_caches
+export GOFLAGS="-mod=mod -p=2" CGO_ENABLED=0
+mkdir -p "$bin"
 
 wrapper="$root/wrapper"
 if [ ! -f "$wrapper/go.mod.done" ]; then

@@ -14,3 +14,11 @@ apt_install() {
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
+# Every Go build of the project (Kubernetes, etcd, the collector, Prometheus, Jaeger) shares one
+# module and build cache under $APISCOPE_CACHE, and uses the machine's Go, not a download: a module
+# the collector fetched is not fetched again for Prometheus. The caller sets GOFLAGS.
+use_shared_go_caches() {
+  export GOTOOLCHAIN=local GOMAXPROCS="${GOMAXPROCS:-2}"
+  export GOMODCACHE="$APISCOPE_CACHE/go/modcache" GOCACHE="$APISCOPE_CACHE/go/buildcache"
+  mkdir -p "$GOMODCACHE" "$GOCACHE"
+}

@@ -8,8 +8,9 @@ source "$(dirname "$0")/common.sh"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OCB_VERSION=v0.165.0
 MANIFEST="$ROOT/otel-collector/builder-config.yaml"
-export GOMAXPROCS="${GOMAXPROCS:-2}" GOFLAGS="${GOFLAGS:--p=2}"
-export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
+# The builder's own go builds then share the project's Go caches too (they used ~/go before).
+use_shared_go_caches
+export GOFLAGS="${GOFLAGS:--p=2}"
 
 builder_dir="$APISCOPE_CACHE/otelcol-builder-$OCB_VERSION"
 builder="$builder_dir/bin/builder"

@@ -16,10 +16,9 @@ bin="$root/bin"
 
 if [ ! -x "$bin/prometheus" ] || [ ! -x "$bin/promtool" ]; then
   command -v go >/dev/null || { log "go is not installed (Prometheus $VERSION needs Go >= 1.24)"; exit 1; }
-  # One module and build cache for every Go build of the project; the machine's Go, not a download.
-  export GOTOOLCHAIN=local GOMAXPROCS="${GOMAXPROCS:-2}" GOFLAGS="-p=2" CGO_ENABLED=0
-  export GOMODCACHE="$APISCOPE_CACHE/go/modcache" GOCACHE="$APISCOPE_CACHE/go/buildcache"
-  mkdir -p "$root" "$GOMODCACHE" "$GOCACHE"
+  use_shared_go_caches
+  export GOFLAGS="-p=2" CGO_ENABLED=0
+  mkdir -p "$root"
   log "building prometheus and promtool $VERSION (cold: ~7 min on 2 cores; log $root/build.log)"
   start=$SECONDS
   # go build is silent for minutes: a heartbeat shows CI (and people) that it is alive.
