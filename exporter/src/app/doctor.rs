@@ -127,12 +127,15 @@ pub fn doctor(config: &CaptureConfig) -> Report {
             match tracer.attach(target) {
                 Ok(attached) => {
                     let probes = tracer.attached_probes(target.pid);
+                    // A program attached at several sites is listed once (its sites are adjacent).
+                    let mut programs = probes.clone();
+                    programs.dedup();
                     report.add(
                         Verdict::Ok,
                         format!(
                             "  attached {} uprobes ({}), detached again",
                             probes.len(),
-                            distinct(&probes).join(", ")
+                            programs.join(", ")
                         ),
                     );
                     // Unavailable hooks were reported with the binary; here only a failed attach.
@@ -163,16 +166,6 @@ fn describe(selector: &TargetSelector) -> String {
         TargetSelector::Pid(pid) => format!("--pid {pid}"),
         TargetSelector::Binary(path) => format!("--binary {}", path.display()),
     }
-}
-
-fn distinct(names: &[&'static str]) -> Vec<&'static str> {
-    let mut seen: Vec<&'static str> = Vec::new();
-    for name in names {
-        if !seen.contains(name) {
-            seen.push(name);
-        }
-    }
-    seen
 }
 
 /// What the binary's build info and code say: Go release, Kubernetes release, probe sites.

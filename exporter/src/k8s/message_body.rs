@@ -66,7 +66,8 @@ impl<'a> MessageBody<'a> {
     }
 
     /// The body was inflated already (for tests of the decode-once promise).
-    pub fn is_inflated(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_inflated(&self) -> bool {
         self.inflated.get().is_some()
     }
 }
