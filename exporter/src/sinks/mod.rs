@@ -176,3 +176,56 @@ impl Sink for OtlpSink {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The filter narrows the writer's output; the request metrics still count every request,
+    /// and the requests kept out are counted.
+    #[test]
+    fn the_filter_narrows_the_writer_but_not_the_metrics() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("requests.jsonl");
+        let output = path.to_str().expect("utf-8 path");
+        let mut sinks = Sinks::from_config(&SinkConfig {
+            output,
+            format: OutputFormat::Json,
+            otlp: &OtlpArgs::default(),
+            kubernetes_version: None,
+            filter: Some(Filter::parse("code >= 500").expect("filter")),
+        })
+        .expect("sinks");
+        for code in [200, 500, 404] {
+            let request = ApiRequest {
+                verb: "get".into(),
+                metric_verb: "GET".into(),
+                method: "GET".into(),
+                path: "/api/v1/namespaces/default/pods/a".into(),
+                resource: "pods".into(),
+                code: Some(code),
+                ..ApiRequest::default()
+            };
+            sinks.send(&request).expect("send");
+        }
+        sinks.flush().expect("flush");
+        let mut registry = Registry::default();
+        sinks.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        sinks.finish(Duration::from_secs(1)).expect("finish");
+        let written = std::fs::read_to_string(&path).expect("output");
+        assert_eq!(written.lines().count(), 1, "{written}");
+        assert!(written.contains(r#""code":500"#), "{written}");
+        assert!(
+            text.contains("apiscope_filter_requests_dropped_total 2"),
+            "{text}"
+        );
+        let counted: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("apiscope_nonresource_request_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(counted, 3.0, "{text}");
+    }
+}
