@@ -7,6 +7,7 @@ use anyhow::Result;
 use apiscope::app::doctor::{Verdict, doctor};
 use apiscope::app::{CAPTURE_SINK_DEADLINE, Output, capture, replay};
 use apiscope::capture::config::CaptureConfig;
+use apiscope::filter::Filter;
 use apiscope::pipeline::DecodeConfig;
 use apiscope::record::realtime_minus_monotonic_ns;
 use apiscope::sinks::otlp::OtlpArgs;
@@ -45,6 +46,11 @@ enum Command {
         /// that Wireshark and tshark dissect as HTTP/2. Holds raw plaintext: created with mode 0600.
         #[arg(long)]
         record: Option<PathBuf>,
+        /// Keep only the requests matching this filter expression in the per-request outputs
+        /// (JSON/table, OTLP spans and logs); request metrics count every request. See
+        /// docs/filter.md, e.g. `--filter 'code >= 500 or latency > 1s'`.
+        #[arg(long, value_name = "EXPR", value_parser = parse_filter)]
+        filter: Option<Filter>,
         /// Serve Prometheus metrics on this address (`/metrics`); "off" disables it.
         #[arg(long, default_value = "127.0.0.1:9464", value_parser = parse_metrics_address)]
         metrics_address: MetricsAddress,
@@ -71,6 +77,11 @@ enum Command {
         /// json: one ApiRequest per line; table: for people; chunks: the raw TLS chunks.
         #[arg(long, value_enum, default_value = "json")]
         format: OutputFormat,
+        /// Keep only the requests matching this filter expression in the per-request outputs
+        /// (JSON/table, OTLP spans and logs); request metrics count every request. See
+        /// docs/filter.md, e.g. `--filter 'code >= 500 or latency > 1s'`.
+        #[arg(long, value_name = "EXPR", value_parser = parse_filter)]
+        filter: Option<Filter>,
         // Replaying into a collector should send every request: replay sets block_when_full,
         // so a full export queue makes decoding wait (while exports succeed) instead of drop.
         #[command(flatten)]
@@ -88,6 +99,7 @@ fn main() -> Result<()> {
             output,
             format,
             record,
+            filter,
             metrics_address,
             duration,
             otlp,
@@ -103,6 +115,7 @@ fn main() -> Result<()> {
                 realtime_minus_monotonic_ns(),
                 &otlp,
                 CAPTURE_SINK_DEADLINE,
+                filter,
             )?;
             runtime.block_on(capture(config, output, record, metrics_address.0, duration))
         }
@@ -119,16 +132,22 @@ fn main() -> Result<()> {
             decode,
             output,
             format,
+            filter,
             mut otlp,
         } => {
             otlp.block_when_full = true;
             let deadline = otlp.otlp_timeout;
             replay(
                 &file,
-                Output::open(&output, format, decode, 0, &otlp, deadline)?,
+                Output::open(&output, format, decode, 0, &otlp, deadline, filter)?,
             )
         }
     }
+}
+
+/// A filter expression, checked before anything starts; the error shows where it is wrong.
+fn parse_filter(text: &str) -> Result<Filter, String> {
+    Filter::parse(text).map_err(|e| e.render(text))
 }
 
 /// A socket address, or `None` for "off".
@@ -174,6 +193,14 @@ mod tests {
             &["apiscope", "doctor", "--pid", "1"],
             &["apiscope", "replay", "api.pcapng"],
             &["apiscope", "replay", "api.pcapng", "--format", "table"],
+            &[
+                "apiscope",
+                "replay",
+                "api.pcapng",
+                "--filter",
+                "code >= 500",
+            ],
+            &["apiscope", "capture", "--filter", "latency > 1s"],
             &[
                 "apiscope",
                 "capture",

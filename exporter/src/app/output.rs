@@ -10,6 +10,7 @@ use anyhow::Result;
 use prometheus_client::registry::Registry;
 
 use crate::capture::TlsChunk;
+use crate::filter::Filter;
 use crate::k8s::ApiRequest;
 use crate::pipeline::{DecodeConfig, DecodeMetrics, DecodePipeline};
 use crate::policy::CapturePolicy;
@@ -42,7 +43,11 @@ impl Output {
         realtime_offset_ns: i64,
         otlp: &OtlpArgs,
         finish_deadline: Duration,
+        filter: Option<Filter>,
     ) -> Result<Self> {
+        if filter.is_some() && format == OutputFormat::Chunks {
+            anyhow::bail!("--filter selects requests; --format chunks writes undecoded chunks");
+        }
         // A bad policy file stops the start, before anything is created or captured.
         let policy = CapturePolicy::from_flag(decode.capture_policy.as_deref())?;
         let sinks = Sinks::from_config(&SinkConfig {
@@ -50,6 +55,7 @@ impl Output {
             format,
             otlp,
             kubernetes_version: decode.kubernetes_version,
+            filter,
         })?;
         let chunk_writer = match format {
             OutputFormat::Chunks => Some(open_output(output)?),
