@@ -59,3 +59,18 @@ describe("request view", () => {
     expect(caretLine(undefined)).toBe("");
   });
 });
+
+describe("table line", () => {
+  it("fits cells to fixed widths so a monospace line lines up", async () => {
+    const { COLUMNS, HEADER_LINE, fitCell, rowLine } = await import("./requestView");
+    expect(fitCell("kubelet", 5)).toBe("kube…");
+    expect(fitCell("ab", 4)).toBe("ab  ");
+    expect(fitCell("200", 4, true)).toBe(" 200");
+    expect(fitCell("ünï", 3)).toBe("ünï");
+    const line = rowLine(["12:00:00.000", "kubectl", "get", "pods", "default/p", "200", "1.0 ms", "0 B", "10 B"]);
+    const width = COLUMNS.reduce((sum, c) => sum + c.width, 0) + COLUMNS.length - 1;
+    expect(Array.from(line.before + line.code + line.after)).toHaveLength(width);
+    expect(HEADER_LINE).toHaveLength(width);
+    expect(line.code).toBe(" 200");
+  });
+});

@@ -116,3 +116,32 @@ export function caretLine(column: number | undefined): string {
   if (!column || column < 1) return "";
   return " ".repeat(column - 1) + "^";
 }
+
+/** The table's columns, in characters of the monospace font. */
+export const COLUMNS: { name: string; width: number; right?: boolean }[] = [
+  { name: "time", width: 12 },
+  { name: "client", width: 22 },
+  { name: "verb", width: 8 },
+  { name: "resource", width: 22 },
+  { name: "namespace/name", width: 36 },
+  { name: "code", width: 4, right: true },
+  { name: "latency", width: 9, right: true },
+  { name: "req", width: 9, right: true },
+  { name: "resp", width: 9, right: true },
+];
+
+/** A cell cut or padded to its column's width (an ellipsis marks a cut). */
+export function fitCell(text: string, width: number, right = false): string {
+  const chars = Array.from(text);
+  const fitted = chars.length > width ? chars.slice(0, width - 1).join("") + "…" : text;
+  const pad = " ".repeat(Math.max(0, width - Math.min(chars.length, width)));
+  return right ? pad + fitted : fitted + pad;
+}
+
+/** The row as one line of fixed-width cells, split around the code (which is coloured). */
+export function rowLine(cells: string[]): { before: string; code: string; after: string } {
+  const fitted = cells.map((cell, i) => fitCell(cell, COLUMNS[i].width, COLUMNS[i].right));
+  return { before: fitted.slice(0, 5).join(" ") + " ", code: fitted[5], after: " " + fitted.slice(6).join(" ") };
+}
+
+export const HEADER_LINE = COLUMNS.map((c) => fitCell(c.name, c.width, c.right)).join(" ");
