@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Browser test of the live view against a running server (`apiscope capture --serve-ui`, or the
-// relay). Debian's chromium through playwright-core; exits non-zero on the first failed check.
+// relay). Debian's chromium through playwright-core; runs every check, exits non-zero if one failed.
 //
 //   APISCOPE_UI_URL=http://127.0.0.1:8089   the server (required)
 //   APISCOPE_UI_TOKEN=...                    its bearer token (required)
@@ -90,6 +90,28 @@ try {
   check(!page.url().includes("token="), "the token is removed from the address bar");
   await page.screenshot({ path: join(artifacts, "live-view.png") });
   pageTexts.push(await pageText(page));
+
+  // 1b. Scrolling up pauses the feed; the badge resumes it. The client map draws edges.
+  await page.waitForFunction(() => {
+    const el = document.querySelector("[data-testid=table-scroller]");
+    return el && el.scrollHeight > el.clientHeight * 1.5;
+  }, null, { timeout }).catch(() => null);
+  const scrollable = await page.$eval("[data-testid=table-scroller]", (el) => el.scrollHeight > el.clientHeight);
+  if (check(scrollable, "enough rows to scroll")) {
+    await page.hover("[data-testid=table-scroller]");
+    await page.mouse.wheel(0, -600);
+    const paused = await page.waitForSelector("[data-testid=resume]", { timeout }).catch(() => null);
+    check(paused !== null, "scrolling up pauses the live feed (resume badge shown)");
+    await page.screenshot({ path: join(artifacts, "paused.png") });
+    await paused?.click();
+    const resumed = await page.waitForSelector("[data-testid=resume]", { state: "detached", timeout }).catch(() => "still paused");
+    check(resumed !== "still paused", "the badge resumes the feed");
+  }
+  await page.click("[data-testid=map-toggle]");
+  const edge = await page.waitForSelector("[data-testid=map-edge]", { timeout }).catch(() => null);
+  check(edge !== null, `the client map draws edges (${(await page.$$("[data-testid=map-edge]")).length})`);
+  await page.screenshot({ path: join(artifacts, "client-map.png") });
+  await page.click("[data-testid=map-toggle]");
 
   // 2. A filter narrows the rows; the URL carries it.
   await applyFilter(page, filter);
