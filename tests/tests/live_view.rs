@@ -107,27 +107,24 @@ fn live_view_in_chromium_during_kubectl_traffic() -> Result<()> {
     // Secrets, in the history the browser will load.
     let secret_value = random_token("secret-value");
     let string_data_value = random_token("string-data");
-    let ns = ["--namespace", "fidelity"];
-    cluster.kubectl_ok(
-        &[
-            &["create", "secret", "generic", "e2e-live-secret"][..],
-            &ns,
-            &[&format!("--from-literal=password={secret_value}")],
-        ]
-        .concat(),
-    )?;
-    cluster.kubectl_ok(&[&["get", "secret", "e2e-live-secret", "--output", "yaml"][..], &ns].concat())?;
-    cluster.kubectl_ok(
-        &[
-            &["patch", "secret", "e2e-live-secret", "--type", "merge", "--patch"][..],
-            &[&format!("{{\"stringData\":{{\"other\":\"{string_data_value}\"}}}}")],
-            &ns,
-        ]
-        .concat(),
-    )?;
-    cluster.kubectl_ok(&[&["create", "serviceaccount", "e2e-live"][..], &ns].concat())?;
-    let service_account_token = cluster
-        .kubectl_ok(&[&["create", "token", "e2e-live", "--duration", "10m"][..], &ns].concat())?
+    let password = format!("--from-literal=password={secret_value}");
+    let patch = format!("{{\"stringData\":{{\"other\":\"{string_data_value}\"}}}}");
+    let in_fidelity = |args: &[&str]| -> Result<String> {
+        cluster.kubectl_ok(&[args, &["--namespace", "fidelity"]].concat())
+    };
+    in_fidelity(&["create", "secret", "generic", "e2e-live-secret", &password])?;
+    in_fidelity(&["get", "secret", "e2e-live-secret", "--output", "yaml"])?;
+    in_fidelity(&[
+        "patch",
+        "secret",
+        "e2e-live-secret",
+        "--type",
+        "merge",
+        "--patch",
+        &patch,
+    ])?;
+    in_fidelity(&["create", "serviceaccount", "e2e-live"])?;
+    let service_account_token = in_fidelity(&["create", "token", "e2e-live", "--duration", "10m"])?
         .trim()
         .to_owned();
     ensure!(
@@ -205,7 +202,10 @@ fn run_browser_test(
         .env("APISCOPE_UI_BAD_FILTER", "verb ==")
         // Creates carry a request body at this policy's level: the hex dump has bytes to show.
         .env("APISCOPE_UI_DETAIL_FILTER", r#"verb == "create""#)
-        .env("APISCOPE_UI_EXPECT_FRAMES", if EXPECT_FRAMES { "1" } else { "0" })
+        .env(
+            "APISCOPE_UI_EXPECT_FRAMES",
+            if EXPECT_FRAMES { "1" } else { "0" },
+        )
         .env("APISCOPE_UI_TIMEOUT_MS", "60000")
         .stdin(Stdio::null())
         .spawn()
@@ -268,7 +268,10 @@ fn base64_and_metric_helpers() {
     assert_eq!(base64(b"foo"), "Zm9v");
     assert_eq!(base64(b"secret-value-1"), "c2VjcmV0LXZhbHVlLTE=");
     let scrape = "# TYPE apiscope_live_auth_failures_total counter\napiscope_live_auth_failures_total{endpoint=\"stream\"} 2\napiscope_live_auth_failures_total{endpoint=\"api\"} 1\napiscope_live_auth_failures_total_x 9\n";
-    assert_eq!(metric_value(scrape, "apiscope_live_auth_failures_total"), 3.0);
+    assert_eq!(
+        metric_value(scrape, "apiscope_live_auth_failures_total"),
+        3.0
+    );
     assert_eq!(
         live_view_url("live view: http://127.0.0.1:41234/#token=<the token in --ui-token-file>")
             .unwrap(),
