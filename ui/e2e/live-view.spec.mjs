@@ -6,6 +6,8 @@
 //   APISCOPE_UI_TOKEN=...                    its bearer token (required)
 //   APISCOPE_UI_FORBIDDEN='["s3cret",...]'   strings that must appear neither in the page's text
 //                                            nor in any WebSocket frame or API response received
+//   APISCOPE_UI_EXPECTED='["e2e-secret"]'    strings that must appear in what was received (so the
+//                                            forbidden check saw the requests that carried them)
 //   APISCOPE_UI_ARTIFACTS=dir                screenshots go here (default ./artifacts)
 //   APISCOPE_UI_FILTER='verb == "get"'       a filter that narrows the stream ...
 //   APISCOPE_UI_FILTER_COLUMN=verb           ... checked as: every row's data-<column> ...
@@ -27,6 +29,7 @@ if (!baseUrl || !token) {
   process.exit(2);
 }
 const forbidden = JSON.parse(env.APISCOPE_UI_FORBIDDEN ?? "[]");
+const expected = JSON.parse(env.APISCOPE_UI_EXPECTED ?? "[]");
 const artifacts = env.APISCOPE_UI_ARTIFACTS ?? "artifacts";
 const filter = env.APISCOPE_UI_FILTER ?? 'verb == "get"';
 const filterColumn = env.APISCOPE_UI_FILTER_COLUMN ?? "verb";
@@ -177,6 +180,9 @@ try {
     check(inFrames === 0 && inPage === 0, `forbidden string ${JSON.stringify(secret.slice(0, 4) + "…")} absent (${received.length} frames/responses, ${pageTexts.length} page snapshots)`);
   }
   check(received.length > 0, `WebSocket frames were received (${received.length})`);
+  for (const text of expected) {
+    check(received.some((payload) => payload.includes(text)), `the stream carried ${JSON.stringify(text)}`);
+  }
 
   // 7. A wrong token is refused, clearly.
   const intruder = await browser.context.newPage();
