@@ -10,7 +10,7 @@ EBPF_OBJECT := target/bpfel-unknown-none/release/apiscope-ebpf
 K8S_NEWEST := 1.37.2
 K8S_BIN := $(APISCOPE_CACHE)/kubernetes-$(K8S_NEWEST)/bin
 
-.PHONY: all setup build ebpf bench test test-pure test-e2e test-collector fuzz-smoke lint validate-configs check-rules demo fixtures clean-cache
+.PHONY: all setup build ebpf ui test-ui bench-ui bench test test-pure test-e2e test-collector fuzz-smoke lint validate-configs check-rules demo fixtures clean-cache
 
 all: build
 
@@ -31,8 +31,30 @@ ebpf:
 	  env $$EBPF_ENV PATH="$$BPF_LINKER_DIR:$$PATH" $$EBPF_CARGO build -p apiscope-ebpf --release \
 	    --target bpfel-unknown-none -Z build-std=core
 
-# The exporter embeds the eBPF object when APISCOPE_EBPF_OBJECT names it at build time.
-build: ebpf
+# The live view's UI (ui/, docs/live-view.md), built into ui/dist, which the exporter embeds at
+# build time. npm is needed only here; its cache stays in ~/.npm (npm's default), outside the
+# checkout. Both steps are skipped when nothing changed: `npm ci` when the lock file is older than
+# the installed tree, the build when ui/dist is newer than every source.
+UI_SOURCES := $(shell find ui/src -type f 2>/dev/null) ui/index.html ui/vite.config.ts ui/tsconfig.json ui/package.json
+ui/node_modules/.package-lock.json: ui/package-lock.json
+	cd ui && npm ci --no-audit --no-fund --loglevel=error
+ui/dist/index.html: ui/node_modules/.package-lock.json $(UI_SOURCES)
+	cd ui && npm run --silent build
+	touch $@
+ui: ui/dist/index.html
+
+# The UI's unit tests (Vitest). The browser test runs against the real server in the e2e suite
+# (tests/tests/live_view.rs); by hand: ui/e2e/live-view.spec.mjs (docs/live-view.md).
+test-ui: ui
+	cd ui && npm test --silent
+
+# Rows per second the UI renders without dropping frames (a benchmark, not a test): ui/bench/.
+bench-ui: ui
+	cd ui && node bench/rows-per-second.mjs
+
+# The exporter embeds the eBPF object when APISCOPE_EBPF_OBJECT names it at build time, and the
+# built UI (ui/dist).
+build: ebpf ui
 	APISCOPE_EBPF_OBJECT=$(CURDIR)/$(EBPF_OBJECT) cargo build --release -p apiscope
 
 # What apiscope costs a kube-apiserver, measured side by side in one run (BENCHMARKS.md): tables
@@ -91,7 +113,7 @@ test-collector:
 	bash scripts/install-kafka.sh
 	APISCOPE_REQUIRE_TOOLS=1 cargo test --release -p apiscope-e2e --test collector_pipeline
 
-test: setup lint validate-configs check-rules test-pure fuzz-smoke test-e2e
+test: setup lint validate-configs check-rules test-ui test-pure fuzz-smoke test-e2e
 
 # Re-records the golden decode fixtures from a real cluster (checked against its audit log first),
 # then rewrites their expected ApiRequests. Review the diff before committing. Records the newest
