@@ -34,7 +34,7 @@ pub const SITES: [(&str, bool); 9] = [
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ProbeCostRow {
-    /// The probed instruction (`jcc`: the `jne` after a `test`, as apiscope probes Read).
+    /// The probed instruction (`jcc` is a `jne`, the branch apiscope probes in Read).
     pub instruction: String,
     /// What apiscope's site rule expects: emulated (one trap) or single-stepped (two).
     pub expected_emulated: bool,

@@ -15,7 +15,7 @@ __asm__(
     ".globl site_mov\n site_mov:\n mov %rdi, %rax\n ret\n"
     ".globl site_ret\n site_ret:\n ret\n"
     ".globl site_push\n site_push:\n push %rbp\n pop %rbp\n ret\n"
-    ".globl site_jcc\n site_jcc:\n test %rax, %rax\n jne 1f\n 1: ret\n"
+    ".globl site_jcc\n site_jcc:\n jne 1f\n 1: ret\n"
     ".globl site_call\n site_call:\n call probe_helper\n ret\n"
     ".globl site_jmp\n site_jmp:\n jmp 2f\n 2: ret\n"
     ".globl site_nop\n site_nop:\n nop\n ret\n");

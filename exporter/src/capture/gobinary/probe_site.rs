@@ -5,9 +5,9 @@
 //! `branch_setup_xol_ops` and `push_setup_xol_ops` in arch/x86/kernel/uprobes.c) or copies it
 //! out of line and single-steps it, a second trap. On this project's virtualised machines the
 //! single step is almost the whole cost: an empty uprobe on `cmp`, `mov`, `test` or `ret` cost
-//! 60-88 µs per hit, one on `push`, `call`, `jmp`, `jcc` or a nop 1.0-3.0 µs (one run, a C
-//! loop, the machine busy; BENCHMARKS.md has the measurement). So probes go on emulated
-//! instructions where that observes the same state.
+//! ~30 µs of CPU per hit, one on `push`, `call`, `jmp`, `jcc` or a nop ~1 µs (`make bench`'s
+//! probe-cost phase; BENCHMARKS.md). So probes go on emulated instructions where that observes
+//! the same state.
 
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind};
 
