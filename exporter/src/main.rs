@@ -30,6 +30,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// One value, parsed once at start: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Attach to kube-apiserver processes and print every API request they serve.
     // A flag given twice (once from --config's file, once on the command line): the last wins.
