@@ -23,6 +23,7 @@ setup:
 	bash scripts/install-kafka.sh
 	bash scripts/install-prometheus.sh
 	bash scripts/install-jaeger.sh
+	bash scripts/install-helm.sh
 
 # The eBPF crate is built for the BPF target with the toolchain route chosen by the install script.
 ebpf: 

@@ -1,9 +1,11 @@
 //! `apiscope`: see every API call inside a kube-apiserver.
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Result;
+use apiscope::app::config_file::{file_arguments, with_file_arguments};
 use apiscope::app::doctor::{Verdict, doctor};
 use apiscope::app::{CAPTURE_SINK_DEADLINE, Output, capture, replay};
 use apiscope::capture::config::CaptureConfig;
@@ -13,7 +15,7 @@ use apiscope::record::realtime_minus_monotonic_ns;
 use apiscope::sinks::otlp::OtlpArgs;
 use apiscope::sinks::stdout::OutputFormat;
 use apiscope::vocabulary::parse_duration;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "apiscope", version, about)]
@@ -29,11 +31,19 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// One value, parsed once at start: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Attach to kube-apiserver processes and print every API request they serve.
+    // A flag given twice (once from --config's file, once on the command line): the last wins.
+    #[command(args_override_self = true)]
     Capture {
+        /// Read these flags from a YAML file (keys: the flag names with `_` for `-`, e.g.
+        /// `otlp_endpoint: http://collector:4317`); flags on the command line override it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         #[command(flatten)]
-        config: CaptureConfig,
+        capture: CaptureConfig,
         #[command(flatten)]
         decode: DecodeConfig,
         /// Where the output goes ("-" for stdout).
@@ -90,11 +100,12 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let cli = parse_command_line(std::env::args_os().collect())?;
     init_logging(&cli.log, cli.log_json);
     match cli.command {
         Command::Capture {
-            config,
+            config: _,
+            capture: config,
             decode,
             output,
             format,
@@ -150,6 +161,27 @@ fn parse_filter(text: &str) -> Result<Filter, String> {
     Filter::parse(text).map_err(|e| e.render(text))
 }
 
+/// The command line, with the flags of `capture --config FILE` inserted before the command
+/// line's own (which therefore override them). A bad file stops the start with its key and line.
+fn parse_command_line(args: Vec<OsString>) -> Result<Cli> {
+    let cli = Cli::parse_from(&args);
+    let Command::Capture {
+        config: Some(path), ..
+    } = &cli.command
+    else {
+        return Ok(cli);
+    };
+    let mut command = Cli::command();
+    command.build();
+    let capture = command
+        .find_subcommand("capture")
+        .expect("capture is a subcommand");
+    let from_file = file_arguments(capture, path)?;
+    Ok(Cli::parse_from(with_file_arguments(
+        args, "capture", from_file,
+    )))
+}
+
 /// A socket address, or `None` for "off".
 #[derive(Clone, Debug)]
 struct MetricsAddress(Option<std::net::SocketAddr>);
@@ -181,9 +213,76 @@ fn init_logging(filter: &str, json: bool) {
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsString;
+
     use clap::Parser;
 
-    use super::Cli;
+    use super::{Cli, Command, parse_command_line};
+
+    fn capture_with_config(file: &str, flags: &[&str]) -> anyhow::Result<Cli> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("apiscope.yaml");
+        std::fs::write(&path, file)?;
+        let mut args: Vec<OsString> = vec!["apiscope".into(), "capture".into()];
+        args.push(format!("--config={}", path.display()).into());
+        args.extend(flags.iter().map(OsString::from));
+        parse_command_line(args)
+    }
+
+    #[test]
+    fn config_file_sets_the_flags_and_the_command_line_overrides_it() {
+        let file = "\
+process_name: my-apiserver
+queue_capacity: 128
+include_outgoing: true
+otlp_endpoint: http://collector:4317
+otlp_timeout: 3s
+format: table
+metrics_address: 0.0.0.0:9464
+log: debug
+";
+        let cli = capture_with_config(file, &["--queue-capacity", "256", "--format=json"]).unwrap();
+        assert_eq!(cli.log, "debug");
+        let Command::Capture {
+            capture,
+            decode,
+            otlp,
+            format,
+            metrics_address,
+            ..
+        } = cli.command
+        else {
+            panic!("not capture");
+        };
+        assert_eq!(capture.process_name, "my-apiserver");
+        assert_eq!(capture.queue_capacity, 256, "the flag overrides the file");
+        assert!(decode.include_outgoing);
+        assert_eq!(otlp.otlp_endpoint.as_deref(), Some("http://collector:4317"));
+        assert_eq!(otlp.otlp_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(format, apiscope::sinks::stdout::OutputFormat::Json);
+        assert_eq!(metrics_address.0, Some("0.0.0.0:9464".parse().unwrap()));
+    }
+
+    #[test]
+    fn config_file_with_an_unknown_key_or_a_bad_value_is_refused() {
+        let error = capture_with_config("pid: 1\nprocess_nmae: x\n", &[])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            error.contains("apiscope.yaml: line 2: process_nmae: unknown key"),
+            "{error}"
+        );
+        let error = capture_with_config("ring_buffer_bytes: 65537\n", &[])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            error.contains("line 1: ring_buffer_bytes: invalid value '65537'"),
+            "{error}"
+        );
+        assert!(error.contains("not a power of two"), "{error}");
+    }
 
     #[test]
     fn every_default_value_parses() {

@@ -1,5 +1,6 @@
 //! The OTLP flags shared by `capture` and `replay`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -47,6 +48,17 @@ pub struct OtlpArgs {
     /// How often the metrics are exported (cumulative: a longer interval loses nothing).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub otlp_metric_export_interval: Duration,
+    /// PEM file of the CA(s) that sign the collector's certificate, for an `https://` gRPC
+    /// endpoint (OTLP over TLS). Without it, the system's trust store.
+    #[arg(long, value_name = "FILE")]
+    pub otlp_ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) apiscope presents to the collector (mutual TLS); needs
+    /// --otlp-client-key.
+    #[arg(long, value_name = "FILE", requires = "otlp_client_key")]
+    pub otlp_client_cert: Option<PathBuf>,
+    /// PEM private key of --otlp-client-cert.
+    #[arg(long, value_name = "FILE", requires = "otlp_client_cert")]
+    pub otlp_client_key: Option<PathBuf>,
     /// `k8s.cluster.name` resource attribute.
     #[arg(long)]
     pub cluster_name: Option<String>,
@@ -70,6 +82,9 @@ impl Default for OtlpArgs {
             otlp_max_export_batch_size: 512,
             otlp_export_interval: Duration::from_secs(1),
             otlp_metric_export_interval: Duration::from_secs(5),
+            otlp_ca_file: None,
+            otlp_client_cert: None,
+            otlp_client_key: None,
             cluster_name: None,
             node_name: None,
             block_when_full: false,

@@ -92,6 +92,11 @@ impl Receiver {
     /// OTLP/HTTP (HTTP/1.1, protobuf bodies) or OTLP/gRPC (HTTP/2, length-prefixed messages,
     /// `grpc-status` trailer). gRPC bodies are stored under the HTTP paths, unprefixed.
     fn start(protocol: OtlpProtocol) -> Receiver {
+        Receiver::start_with(protocol, None)
+    }
+
+    /// As [`Receiver::start`], behind TLS when `tls` is given (the handshake first, then HTTP).
+    fn start_with(protocol: OtlpProtocol, tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -106,12 +111,25 @@ impl Receiver {
         runtime.spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let store = store.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service =
                         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                             let store = store.clone();
                             async move { Ok::<_, hyper::Error>(receive(request, &store).await) }
                         });
+                    if let Some(tls) = tls {
+                        // A refused handshake (no or a wrong client certificate) ends here.
+                        let Ok(stream) = tls.accept(stream).await else {
+                            return;
+                        };
+                        let _ = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                        return;
+                    }
                     let io = TokioIo::new(stream);
                     let _ = match protocol {
                         OtlpProtocol::HttpProtobuf => {
@@ -465,4 +483,169 @@ fn collector_unavailable(protocol: OtlpProtocol, address: SocketAddr) {
         stats.dropped("traces"),
         stats.failed("traces")
     );
+}
+
+/// A CA, and the server and client certificates it signs, generated for one test.
+struct TestPki {
+    ca_pem: String,
+    ca_der: rustls::pki_types::CertificateDer<'static>,
+    server_cert: rustls::pki_types::CertificateDer<'static>,
+    server_key: rustls::pki_types::PrivateKeyDer<'static>,
+    client_cert_pem: String,
+    client_key_pem: String,
+}
+
+impl TestPki {
+    fn generate(ca_name: &str) -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, ca_name);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let server_key = KeyPair::generate().unwrap();
+        let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])
+            .unwrap()
+            .signed_by(&server_key, &ca)
+            .unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params
+            .distinguished_name
+            .push(DnType::CommonName, "apiscope");
+        let client = client_params.signed_by(&client_key, &ca).unwrap();
+        TestPki {
+            ca_pem: ca.pem(),
+            ca_der: ca.der().clone(),
+            server_cert: server.der().clone(),
+            server_key: rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+            client_cert_pem: client.pem(),
+            client_key_pem: client_key.serialize_pem(),
+        }
+    }
+
+    /// A server that requires a client certificate signed by this CA (mutual TLS), ALPN h2.
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![self.server_cert.clone()], self.server_key.clone_key())
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
+    /// The CA, client certificate and key as files, and OTLP args that use them.
+    fn args(&self, dir: &std::path::Path, address: SocketAddr) -> OtlpArgs {
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        OtlpArgs {
+            otlp_ca_file: Some(write("ca.pem", &self.ca_pem)),
+            otlp_client_cert: Some(write("client.pem", &self.client_cert_pem)),
+            otlp_client_key: Some(write("client-key.pem", &self.client_key_pem)),
+            ..args(format!("https://{address}"), OtlpProtocol::Grpc)
+        }
+    }
+}
+
+/// Spans reach a collector that requires mutual TLS; trusting another CA, or presenting no
+/// client certificate, nothing does and the exports are counted as failed.
+#[test]
+fn exports_over_mutual_tls_and_refuses_a_wrong_ca() {
+    let pki = TestPki::generate("apiscope test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let export = |args: &OtlpArgs| {
+        let sink = OtlpSink::new(args).unwrap().expect("configured");
+        sink.send(&fixtures::create_configmap());
+        let stats = sink.metrics().clone();
+        sink.shutdown(Duration::from_secs(5));
+        stats
+    };
+
+    let receiver = Receiver::start_with(OtlpProtocol::Grpc, Some(pki.acceptor()));
+    let stats = export(&pki.args(dir.path(), receiver.address));
+    assert_eq!(
+        stats.exported("traces"),
+        1,
+        "failed: {}",
+        stats.failed("traces")
+    );
+    let spans: Vec<_> = receiver
+        .bodies("/v1/traces")
+        .iter()
+        .map(|b| ExportTraceServiceRequest::decode(b.as_slice()).unwrap())
+        .flat_map(|r| r.resource_spans)
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .collect();
+    assert_eq!(spans.len(), 1);
+
+    // The collector's certificate is not signed by the CA apiscope trusts.
+    let other = TestPki::generate("another CA");
+    let receiver = Receiver::start_with(OtlpProtocol::Grpc, Some(pki.acceptor()));
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut wrong_ca = pki.args(dir.path(), receiver.address);
+    wrong_ca.otlp_ca_file = other.args(other_dir.path(), receiver.address).otlp_ca_file;
+    wrong_ca.otlp_timeout = Duration::from_millis(500);
+    let stats = export(&wrong_ca);
+    assert_eq!(stats.exported("traces"), 0);
+    assert_eq!(stats.failed("traces"), 1);
+    assert!(receiver.bodies("/v1/traces").is_empty());
+
+    // No client certificate: the collector refuses the handshake.
+    let mut anonymous = pki.args(dir.path(), receiver.address);
+    anonymous.otlp_client_cert = None;
+    anonymous.otlp_client_key = None;
+    anonymous.otlp_timeout = Duration::from_millis(500);
+    let stats = export(&anonymous);
+    assert_eq!(stats.exported("traces"), 0);
+    assert!(receiver.bodies("/v1/traces").is_empty());
+}
+
+/// A TLS file that cannot be used stops the start with the flag and the file, not a later export.
+#[test]
+fn unusable_tls_files_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = closed_port();
+    let pki = TestPki::generate("apiscope test CA");
+    let mut missing = pki.args(dir.path(), address);
+    missing.otlp_ca_file = Some(dir.path().join("absent.pem"));
+    let error = format!("{:#}", OtlpSink::new(&missing).unwrap_err());
+    assert!(
+        error.contains("--otlp-ca-file") && error.contains("absent.pem"),
+        "{error}"
+    );
+
+    let mut not_pem = pki.args(dir.path(), address);
+    std::fs::write(dir.path().join("client-key.pem"), "not a key").unwrap();
+    not_pem.otlp_client_key = Some(dir.path().join("client-key.pem"));
+    let error = format!("{:#}", OtlpSink::new(&not_pem).unwrap_err());
+    assert!(
+        error.contains("--otlp-client-key") && error.contains("no PEM"),
+        "{error}"
+    );
+
+    let mut plaintext = pki.args(dir.path(), address);
+    plaintext.otlp_endpoint = Some(format!("http://{address}"));
+    let error = format!("{:#}", OtlpSink::new(&plaintext).unwrap_err());
+    assert!(error.contains("need an https://"), "{error}");
+
+    let mut http = pki.args(dir.path(), address);
+    http.otlp_protocol = OtlpProtocol::HttpProtobuf;
+    let error = format!("{:#}", OtlpSink::new(&http).unwrap_err());
+    assert!(error.contains("grpc only"), "{error}");
 }
