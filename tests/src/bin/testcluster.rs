@@ -9,6 +9,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use apiscope_e2e::cluster::{ClusterOptions, KubernetesVersion, TestCluster};
+use apiscope_e2e::dashboards;
+use apiscope_e2e::jaeger::Jaeger;
+use apiscope_e2e::kafka::KafkaBroker;
+use apiscope_e2e::otelcol::Collector;
+use apiscope_e2e::prometheus::Prometheus;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -40,6 +45,15 @@ enum Commands {
         /// Another kube-apiserver binary of that version (default: the build in $APISCOPE_CACHE).
         #[arg(long)]
         apiserver_binary: Option<PathBuf>,
+        /// Also run the telemetry back ends on loopback: a Kafka broker, Jaeger (standing in
+        /// for Tempo), Prometheus (scraping --scrape and the apiserver, receiving remote write,
+        /// with dashboards/rules loaded) and the collector with otel-collector/production.yaml
+        /// writing to them. Their addresses go to cluster.env.
+        #[arg(long)]
+        telemetry: bool,
+        /// With --telemetry: apiscope's metrics address (HOST:PORT) for Prometheus to scrape.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        scrape: String,
         /// Extra kube-apiserver flags, after the harness's own (they win), e.g. `-- --v=2`.
         #[arg(last = true)]
         extra_apiserver_args: Vec<String>,
@@ -56,6 +70,8 @@ fn main() -> Result<()> {
         controller_manager,
         scheduler,
         apiserver_binary,
+        telemetry,
+        scrape,
         extra_apiserver_args,
     } = Cli::parse().command;
     let cluster = TestCluster::start(ClusterOptions {
@@ -68,8 +84,22 @@ fn main() -> Result<()> {
         container_binary_name: None,
     })?;
 
+    let backends = if telemetry {
+        match Backends::start(&cluster, &scrape) {
+            Ok(backends) => Some(backends),
+            Err(error) => {
+                let _ = cluster.stop();
+                return Err(error.context("starting the telemetry back ends"));
+            }
+        }
+    } else {
+        None
+    };
     let env_file = cluster.workdir().join("cluster.env");
-    let env = cluster_env(&cluster);
+    let mut env = cluster_env(&cluster);
+    if let Some(backends) = &backends {
+        env.push_str(&backends.env());
+    }
     write_atomically(&env_file, &env)?;
     print!("{env}");
     println!("APISCOPE_CLUSTER_ENV={}", env_file.display());
@@ -80,16 +110,111 @@ fn main() -> Result<()> {
     std::io::stdout().flush()?;
 
     let mut cluster = cluster;
+    let mut backends = backends;
     // Wakes every second to notice a component that died, so scripts are not left with a
     // cluster that silently stopped working.
     loop {
         if let Some(signal) = wait_for_signal(&signals, Duration::from_secs(1))? {
             eprintln!("apiscope-testcluster: signal {signal}, stopping");
+            if let Some(backends) = backends {
+                backends.stop();
+            }
             return cluster.stop();
         }
-        if let Err(error) = cluster.check_running() {
+        let died = cluster.check_running().and_then(|()| match &mut backends {
+            Some(backends) => backends.check_running(),
+            None => Ok(()),
+        });
+        if let Err(error) = died {
+            if let Some(backends) = backends {
+                backends.stop();
+            }
             let _ = cluster.stop();
-            return Err(error.context("a cluster component died; cluster stopped"));
+            return Err(error.context("a component died; cluster stopped"));
+        }
+    }
+}
+
+/// The telemetry back ends of `--telemetry`, each the test harness's own (the same processes and
+/// configurations the end-to-end tests check).
+struct Backends {
+    kafka: KafkaBroker,
+    jaeger: Jaeger,
+    prometheus: Prometheus,
+    collector: Collector,
+}
+
+impl Backends {
+    fn start(cluster: &TestCluster, scrape: &str) -> Result<Backends> {
+        let dir = cluster.workdir().join("telemetry");
+        eprintln!("apiscope-testcluster: starting Kafka, Jaeger, Prometheus and the collector");
+        let kafka = KafkaBroker::start(&dir.join("kafka"))?;
+        let jaeger = Jaeger::start(&dir.join("jaeger"))?;
+        let pki = cluster.pki();
+        let prometheus = Prometheus::start(
+            &dir.join("prometheus"),
+            &format!(
+                "  - job_name: apiscope\n    static_configs: [{{targets: ['{scrape}']}}]\n\
+                 \x20 - job_name: apiserver\n    scheme: https\n    tls_config:\n      ca_file: {}\n      cert_file: {}\n      key_file: {}\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
+                pki.ca.cert.display(),
+                pki.admin_client.cert.display(),
+                pki.admin_client.key.display(),
+                cluster.apiserver_port()
+            ),
+            &dashboards::rule_files()?,
+        )?;
+        let remote_write = format!("http://{}/api/v1/write", prometheus.address());
+        let collector = Collector::start(
+            &dir.join("otelcol"),
+            &[
+                ("KAFKA_BROKERS", kafka.bootstrap().as_str()),
+                ("TEMPO_OTLP_ENDPOINT", jaeger.otlp_grpc_endpoint().as_str()),
+                ("PROMETHEUS_REMOTE_WRITE_ENDPOINT", remote_write.as_str()),
+            ],
+        )?;
+        Ok(Backends {
+            kafka,
+            jaeger,
+            prometheus,
+            collector,
+        })
+    }
+
+    fn env(&self) -> String {
+        [
+            (
+                "APISCOPE_OTLP_ENDPOINT",
+                format!("http://{}", self.collector.otlp_grpc_endpoint()),
+            ),
+            ("APISCOPE_JAEGER_URL", self.jaeger.query_url()),
+            (
+                "APISCOPE_PROMETHEUS_URL",
+                format!("http://{}", self.prometheus.address()),
+            ),
+            ("APISCOPE_KAFKA_BOOTSTRAP", self.kafka.bootstrap()),
+        ]
+        .iter()
+        .map(|(key, value)| format!("{key}={value}\n"))
+        .collect()
+    }
+
+    fn check_running(&mut self) -> Result<()> {
+        self.collector.ensure_running()?;
+        self.jaeger.ensure_running()?;
+        self.kafka.ensure_running()
+    }
+
+    /// The collector first, so it can still deliver to the others.
+    fn stop(self) {
+        for (name, result) in [
+            ("collector", self.collector.stop()),
+            ("jaeger", self.jaeger.stop()),
+            ("prometheus", self.prometheus.stop()),
+            ("kafka", self.kafka.stop()),
+        ] {
+            if let Err(error) = result {
+                eprintln!("apiscope-testcluster: stopping {name}: {error:#}");
+            }
         }
     }
 }
