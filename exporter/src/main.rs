@@ -9,6 +9,7 @@ use apiscope::app::{CAPTURE_SINK_DEADLINE, Output, capture, replay};
 use apiscope::capture::config::CaptureConfig;
 use apiscope::pipeline::DecodeConfig;
 use apiscope::record::realtime_minus_monotonic_ns;
+use apiscope::sinks::live::args::LiveUiArgs;
 use apiscope::sinks::otlp::OtlpArgs;
 use apiscope::sinks::stdout::OutputFormat;
 use apiscope::vocabulary::parse_duration;
@@ -27,6 +28,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the capture variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Attach to kube-apiserver processes and print every API request they serve.
@@ -53,6 +56,8 @@ enum Command {
         duration: Option<std::time::Duration>,
         #[command(flatten)]
         otlp: OtlpArgs,
+        #[command(flatten)]
+        ui: LiveUiArgs,
     },
     /// Check what capture needs (kernel, privileges, eBPF, target processes, their binaries and
     /// probes) and print one line per check; exits 1 if capture cannot work.
@@ -91,11 +96,13 @@ fn main() -> Result<()> {
             metrics_address,
             duration,
             otlp,
+            ui,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
+            let live = ui.bus();
             let output = Output::open(
                 &output,
                 format,
@@ -103,8 +110,16 @@ fn main() -> Result<()> {
                 realtime_minus_monotonic_ns(),
                 &otlp,
                 CAPTURE_SINK_DEADLINE,
+                live.clone(),
             )?;
-            runtime.block_on(capture(config, output, record, metrics_address.0, duration))
+            runtime.block_on(capture(
+                config,
+                output,
+                record,
+                metrics_address.0,
+                duration,
+                live.map(|bus| (ui, bus)),
+            ))
         }
         Command::Doctor { config } => {
             let report = doctor(&config);
@@ -125,7 +140,7 @@ fn main() -> Result<()> {
             let deadline = otlp.otlp_timeout;
             replay(
                 &file,
-                Output::open(&output, format, decode, 0, &otlp, deadline)?,
+                Output::open(&output, format, decode, 0, &otlp, deadline, None)?,
             )
         }
     }
@@ -171,6 +186,15 @@ mod tests {
         for args in [
             &["apiscope", "capture"][..],
             &["apiscope", "doctor"],
+            &["apiscope", "capture", "--serve-ui"],
+            &[
+                "apiscope",
+                "capture",
+                "--serve-ui",
+                "0.0.0.0:9000",
+                "--ui-token-file",
+                "t",
+            ],
             &["apiscope", "doctor", "--pid", "1"],
             &["apiscope", "replay", "api.pcapng"],
             &["apiscope", "replay", "api.pcapng", "--format", "table"],

@@ -13,6 +13,7 @@ use crate::capture::TlsChunk;
 use crate::k8s::ApiRequest;
 use crate::pipeline::{DecodeConfig, DecodeMetrics, DecodePipeline};
 use crate::policy::CapturePolicy;
+use crate::sinks::live::LiveBus;
 use crate::sinks::otlp::OtlpArgs;
 use crate::sinks::request_metrics::RequestMetrics;
 use crate::sinks::stdout::{OutputFormat, open_output, write_chunk};
@@ -42,6 +43,7 @@ impl Output {
         realtime_offset_ns: i64,
         otlp: &OtlpArgs,
         finish_deadline: Duration,
+        live: Option<Arc<LiveBus>>,
     ) -> Result<Self> {
         // A bad policy file stops the start, before anything is created or captured.
         let policy = CapturePolicy::from_flag(decode.capture_policy.as_deref())?;
@@ -50,6 +52,7 @@ impl Output {
             format,
             otlp,
             kubernetes_version: decode.kubernetes_version,
+            live,
         })?;
         let chunk_writer = match format {
             OutputFormat::Chunks => Some(open_output(output)?),

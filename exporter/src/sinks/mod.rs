@@ -7,10 +7,12 @@
 //!   what was seen (Prometheus, mirrored into OTLP metrics).
 //! - `otlp`: spans and log records over OTLP (`attributes`: the registry both share).
 //! - `prometheus`: the `/metrics` endpoint serving every registered metric.
+//! - `live`: the live view's bus (a sink) and its WebSocket server (`capture --serve-ui`).
 
 pub mod attributes;
 #[cfg(test)]
 mod fixtures;
+pub mod live;
 pub mod otlp;
 pub mod prometheus;
 pub mod request_metrics;
@@ -40,6 +42,8 @@ pub struct SinkConfig<'a> {
     pub otlp: &'a OtlpArgs,
     /// `--kubernetes-version`: fixes the request metrics' labelling rules.
     pub kubernetes_version: Option<KubernetesRelease>,
+    /// `--serve-ui`: the bus the live view reads.
+    pub live: Option<Arc<live::LiveBus>>,
 }
 
 /// Every configured sink, in the order requests reach them.
@@ -62,6 +66,9 @@ impl Sinks {
         let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(request_metrics.clone())];
         if let Some(otlp) = otlp {
             sinks.push(Box::new(otlp));
+        }
+        if let Some(bus) = &config.live {
+            sinks.push(Box::new(live::LiveSink::new(bus.clone())));
         }
         // The raw chunk format prints chunks, not requests (the caller writes those).
         if config.format != OutputFormat::Chunks {
