@@ -475,3 +475,76 @@ async fn one_request_in_full_and_the_ui() {
     let (status, _, body) = http_get(&server, "/healthz", None).await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_the_token() {
+    use tokio_rustls::rustls;
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
+    let tls = super::tls::Tls::from_pem_files(&cert_path, &key_path).unwrap();
+    let bus = LiveBus::new(LiveLimits::default());
+    bus.publish(numbered(1));
+    let token = Token::new(SECRET.as_bytes().to_vec()).unwrap();
+    let (address, task) = serve_live(
+        "127.0.0.1:0".parse().unwrap(),
+        bus.clone(),
+        token,
+        LiveServerConfig::default(),
+        tls,
+    )
+    .await
+    .unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let stream = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut request = format!("wss://localhost:{}/api/v1/stream", address.port())
+        .into_client_request()
+        .unwrap();
+    let protocols = format!(
+        "{PROTOCOL}, {TOKEN_PROTOCOL_PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(SECRET)
+    );
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", protocols.parse().unwrap());
+    let (mut client, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async(request, stream),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let hello = tokio::time::timeout(Duration::from_secs(10), client.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let hello: Value = serde_json::from_str(hello.to_text().unwrap()).unwrap();
+    assert_eq!(hello["type"], "hello");
+    // Plain HTTP on the TLS port gets nothing served.
+    let mut plain = tokio::net::TcpStream::connect(address).await.unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), plain.read_to_end(&mut response)).await;
+    assert!(!String::from_utf8_lossy(&response).contains("ok"));
+    task.abort();
+}
