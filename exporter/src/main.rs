@@ -103,6 +103,10 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()?;
             let live = ui.bus();
+            let decode = DecodeConfig {
+                report_frames: live.is_some(),
+                ..decode
+            };
             let output = Output::open(
                 &output,
                 format,

@@ -252,8 +252,10 @@ pub fn detail_json(row: &LiveRow) -> String {
     struct Detail<'a> {
         id: u64,
         request: &'a crate::k8s::ApiRequest,
-        /// The stream's HTTP/2 frames are not carried to the sinks yet (docs/live-view.md).
-        frames: [(); 0],
+        frames: Vec<Frame>,
+        /// Frames past the per-request bound, counted only.
+        #[serde(skip_serializing_if = "is_zero")]
+        frames_cut: u32,
         #[serde(skip_serializing_if = "Option::is_none")]
         request_bytes: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -263,7 +265,12 @@ pub fn detail_json(row: &LiveRow) -> String {
     serde_json::to_string(&Detail {
         id: row.id,
         request,
-        frames: [],
+        frames: request
+            .frames
+            .as_ref()
+            .map(|f| f.frames.iter().map(Frame::of).collect())
+            .unwrap_or_default(),
+        frames_cut: request.frames.as_ref().map_or(0, |f| f.cut),
         request_bytes: request
             .request_body
             .as_ref()
@@ -274,6 +281,93 @@ pub fn detail_json(row: &LiveRow) -> String {
             .map(|b| STANDARD.encode(&b.text)),
     })
     .expect("plain data serializes")
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+/// A frame as docs/live-view.md writes it.
+#[derive(serde::Serialize)]
+struct Frame {
+    direction: &'static str,
+    #[serde(rename = "type")]
+    frame_type: String,
+    flags: Vec<&'static str>,
+    stream_id: u32,
+    length: u32,
+    unix_nano: u64,
+}
+
+impl Frame {
+    fn of(frame: &crate::k8s::api_request::StreamFrame) -> Frame {
+        let frame_type = match frame.frame_type {
+            0 => "DATA",
+            1 => "HEADERS",
+            2 => "PRIORITY",
+            3 => "RST_STREAM",
+            4 => "SETTINGS",
+            5 => "PUSH_PROMISE",
+            6 => "PING",
+            7 => "GOAWAY",
+            8 => "WINDOW_UPDATE",
+            9 => "CONTINUATION",
+            other => return Frame::with_type(frame, format!("UNKNOWN_{other}")),
+        };
+        Frame::with_type(frame, frame_type.to_string())
+    }
+
+    fn with_type(frame: &crate::k8s::api_request::StreamFrame, frame_type: String) -> Frame {
+        // RFC 9113 section 6: which bit means what depends on the type.
+        let mut flags = Vec::new();
+        let has = |bit: u8| frame.flags & bit != 0;
+        match frame.frame_type {
+            0 => {
+                if has(0x1) {
+                    flags.push("END_STREAM");
+                }
+                if has(0x8) {
+                    flags.push("PADDED");
+                }
+            }
+            1 => {
+                if has(0x1) {
+                    flags.push("END_STREAM");
+                }
+                if has(0x4) {
+                    flags.push("END_HEADERS");
+                }
+                if has(0x8) {
+                    flags.push("PADDED");
+                }
+                if has(0x20) {
+                    flags.push("PRIORITY");
+                }
+            }
+            5 | 9 => {
+                if has(0x4) {
+                    flags.push("END_HEADERS");
+                }
+                if frame.frame_type == 5 && has(0x8) {
+                    flags.push("PADDED");
+                }
+            }
+            4 | 6 if has(0x1) => flags.push("ACK"),
+            _ => {}
+        }
+        Frame {
+            direction: if frame.request_direction {
+                "request"
+            } else {
+                "response"
+            },
+            frame_type,
+            flags,
+            stream_id: frame.stream_id,
+            length: frame.length,
+            unix_nano: frame.unix_nano,
+        }
+    }
 }
 
 fn header_contains(

@@ -447,6 +447,23 @@ async fn one_request_in_full_and_the_ui() {
         truncated: false,
         redacted: true,
     });
+    let frame =
+        |request_direction, frame_type, flags, length| crate::k8s::api_request::StreamFrame {
+            request_direction,
+            frame_type,
+            flags,
+            stream_id: 7,
+            length,
+            unix_nano: fixtures::START,
+        };
+    request.frames = Some(crate::k8s::api_request::StreamFrames {
+        frames: vec![
+            frame(true, 1, 0x4, 120),
+            frame(true, 0, 0x1, 180),
+            frame(false, 1, 0x5, 90),
+        ],
+        cut: 3,
+    });
     let id = server.bus.publish(request);
     let bearer = format!("Bearer {SECRET}");
     let (status, head, body) =
@@ -457,7 +474,23 @@ async fn one_request_in_full_and_the_ui() {
     let detail: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(detail["id"], id);
     assert_eq!(detail["request"]["name"], "cm-1");
-    assert_eq!(detail["frames"], serde_json::json!([]));
+    assert_eq!(
+        detail["frames"][0],
+        serde_json::json!({"direction": "request", "type": "HEADERS", "flags": ["END_HEADERS"],
+            "stream_id": 7, "length": 120, "unix_nano": fixtures::START})
+    );
+    assert_eq!(
+        detail["frames"][1]["flags"],
+        serde_json::json!(["END_STREAM"])
+    );
+    assert_eq!(detail["frames"][2]["direction"], "response");
+    assert_eq!(
+        detail["frames"][2]["flags"],
+        serde_json::json!(["END_STREAM", "END_HEADERS"])
+    );
+    assert_eq!(detail["frames_cut"], 3);
+    // The frames are the live view's alone: the request's own JSON does not carry them.
+    assert!(detail["request"].get("frames").is_none());
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(detail["request_bytes"].as_str().unwrap())
         .unwrap();
