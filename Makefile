@@ -76,7 +76,7 @@ test-e2e: build
 # A short, bounded run of every fuzz target (cargo-fuzz, libFuzzer); longer runs by hand:
 #   cd fuzz && cargo +nightly fuzz run -O <target> -- -max_total_time=600
 FUZZ_SECONDS ?= 15
-FUZZ_TARGETS := http2_frames hpack pipeline bodies
+FUZZ_TARGETS := http2_frames hpack pipeline bodies filter
 fuzz-smoke:
 	set -o pipefail && export PATH="$$(bash scripts/install-cargo-fuzz.sh):$$PATH" && cd fuzz && \
 	  CARGO_BUILD_JOBS=2 cargo +nightly fuzz build -O --target-dir $(APISCOPE_CACHE)/fuzz-target && \

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod capture;
 pub mod exchange;
+pub mod filter;
 pub mod http;
 pub mod k8s;
 pub mod pipeline;

@@ -7,6 +7,7 @@ use anyhow::Result;
 use apiscope::app::doctor::{Verdict, doctor};
 use apiscope::app::{CAPTURE_SINK_DEADLINE, Output, capture, replay};
 use apiscope::capture::config::CaptureConfig;
+use apiscope::filter::Filter;
 use apiscope::pipeline::DecodeConfig;
 use apiscope::record::realtime_minus_monotonic_ns;
 use apiscope::sinks::live::args::LiveUiArgs;
@@ -48,6 +49,11 @@ enum Command {
         /// that Wireshark and tshark dissect as HTTP/2. Holds raw plaintext: created with mode 0600.
         #[arg(long)]
         record: Option<PathBuf>,
+        /// Keep only the requests matching this filter expression in the per-request outputs
+        /// (JSON/table, OTLP spans and logs); request metrics count every request. See
+        /// docs/filter.md, e.g. `--filter 'code >= 500 or latency > 1s'`.
+        #[arg(long, value_name = "EXPR", value_parser = parse_filter)]
+        filter: Option<Filter>,
         /// Serve Prometheus metrics on this address (`/metrics`); "off" disables it.
         #[arg(long, default_value = "127.0.0.1:9464", value_parser = parse_metrics_address)]
         metrics_address: MetricsAddress,
@@ -76,6 +82,11 @@ enum Command {
         /// json: one ApiRequest per line; table: for people; chunks: the raw TLS chunks.
         #[arg(long, value_enum, default_value = "json")]
         format: OutputFormat,
+        /// Keep only the requests matching this filter expression in the per-request outputs
+        /// (JSON/table, OTLP spans and logs); request metrics count every request. See
+        /// docs/filter.md, e.g. `--filter 'code >= 500 or latency > 1s'`.
+        #[arg(long, value_name = "EXPR", value_parser = parse_filter)]
+        filter: Option<Filter>,
         // Replaying into a collector should send every request: replay sets block_when_full,
         // so a full export queue makes decoding wait (while exports succeed) instead of drop.
         #[command(flatten)]
@@ -93,6 +104,7 @@ fn main() -> Result<()> {
             output,
             format,
             record,
+            filter,
             metrics_address,
             duration,
             otlp,
@@ -107,15 +119,16 @@ fn main() -> Result<()> {
                 report_frames: live.is_some(),
                 ..decode
             };
-            let output = Output::open(
+            let mut output = Output::open(
                 &output,
                 format,
                 decode,
-                realtime_minus_monotonic_ns(),
                 &otlp,
                 CAPTURE_SINK_DEADLINE,
+                filter,
                 live.clone(),
             )?;
+            output.set_realtime_offset(realtime_minus_monotonic_ns());
             runtime.block_on(capture(
                 config,
                 output,
@@ -138,16 +151,22 @@ fn main() -> Result<()> {
             decode,
             output,
             format,
+            filter,
             mut otlp,
         } => {
             otlp.block_when_full = true;
             let deadline = otlp.otlp_timeout;
             replay(
                 &file,
-                Output::open(&output, format, decode, 0, &otlp, deadline, None)?,
+                Output::open(&output, format, decode, &otlp, deadline, filter, None)?,
             )
         }
     }
+}
+
+/// A filter expression, checked before anything starts; the error shows where it is wrong.
+fn parse_filter(text: &str) -> Result<Filter, String> {
+    Filter::parse(text).map_err(|e| e.render(text))
 }
 
 /// A socket address, or `None` for "off".
@@ -202,6 +221,14 @@ mod tests {
             &["apiscope", "doctor", "--pid", "1"],
             &["apiscope", "replay", "api.pcapng"],
             &["apiscope", "replay", "api.pcapng", "--format", "table"],
+            &[
+                "apiscope",
+                "replay",
+                "api.pcapng",
+                "--filter",
+                "code >= 500",
+            ],
+            &["apiscope", "capture", "--filter", "latency > 1s"],
             &[
                 "apiscope",
                 "capture",

@@ -17,6 +17,7 @@ const STAGES: &[&str] = &[
     "http",
     "exchange",
     "k8s",
+    "filter",
     "policy",
     "pipeline",
     "sinks",

@@ -208,6 +208,26 @@ fn describe_binary(report: &mut Report, name: &str, points: &ProbePoints) {
             points.write_entry, points.close_entry
         ),
     );
+    if points.single_stepped.is_empty() {
+        report.add(
+            Verdict::Ok,
+            "  every probe site is an instruction the kernel emulates (one trap per hit)",
+        );
+    } else {
+        let sites: Vec<String> = points
+            .single_stepped
+            .iter()
+            .map(|(program, count)| format!("{program} ({count})"))
+            .collect();
+        report.add(
+            Verdict::Warn,
+            format!(
+                "  single-stepped probe sites, a second trap per hit (costly on virtual \
+                 machines): {}",
+                sites.join(", ")
+            ),
+        );
+    }
     match &points.header_hooks {
         Ok(hooks) => report.add(
             Verdict::Ok,

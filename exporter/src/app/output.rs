@@ -10,6 +10,7 @@ use anyhow::Result;
 use prometheus_client::registry::Registry;
 
 use crate::capture::TlsChunk;
+use crate::filter::Filter;
 use crate::k8s::ApiRequest;
 use crate::pipeline::{DecodeConfig, DecodeMetrics, DecodePipeline};
 use crate::policy::CapturePolicy;
@@ -40,11 +41,17 @@ impl Output {
         output: &str,
         format: OutputFormat,
         decode: DecodeConfig,
-        realtime_offset_ns: i64,
         otlp: &OtlpArgs,
         finish_deadline: Duration,
+        filter: Option<Filter>,
         live: Option<Arc<LiveBus>>,
     ) -> Result<Self> {
+        // The capture clock's offset to the wall clock: set by the caller once known
+        // (`set_realtime_offset`); a replay reads it from the recording.
+        let realtime_offset_ns = 0;
+        if filter.is_some() && format == OutputFormat::Chunks {
+            anyhow::bail!("--filter selects requests; --format chunks writes undecoded chunks");
+        }
         // A bad policy file stops the start, before anything is created or captured.
         let policy = CapturePolicy::from_flag(decode.capture_policy.as_deref())?;
         let sinks = Sinks::from_config(&SinkConfig {
@@ -52,6 +59,7 @@ impl Output {
             format,
             otlp,
             kubernetes_version: decode.kubernetes_version,
+            filter,
             live,
         })?;
         let chunk_writer = match format {

@@ -191,6 +191,10 @@ pub struct ProbePoints {
     /// Module dependencies and their versions from the build info (what later stages learn
     /// about the program from, e.g. its Kubernetes release).
     pub module_versions: BTreeMap<String, String>,
+    /// Programs whose probe site the kernel single-steps (a second trap per hit, the costly
+    /// kind: see `gobinary::probe_site`), with how many sites each; empty when every site is
+    /// emulated.
+    pub single_stepped: BTreeMap<&'static str, usize>,
 }
 
 impl ProbePoints {
@@ -255,7 +259,7 @@ impl ProbePoints {
             .into_iter()
             .map(|(path, version)| (path.to_string(), version.to_string()))
             .collect();
-        Ok(ProbePoints {
+        let mut points = ProbePoints {
             newer_than_offsets_table,
             module_versions,
             go_version: version.to_string(),
@@ -264,7 +268,19 @@ impl ProbePoints {
             write_entry: binary.entry_probe_file_offset(&function(TLS_WRITE)?)?,
             reads,
             close_entry: binary.entry_probe_file_offset(&function(TLS_CLOSE)?)?,
-        })
+            single_stepped: BTreeMap::new(),
+        };
+        let hook_sites = points
+            .header_hooks
+            .as_ref()
+            .map(HeaderHookPoints::attachments)
+            .unwrap_or_default();
+        for (program, site) in points.attachments().into_iter().chain(hook_sites) {
+            if !binary.is_emulated_probe_site(site) {
+                *points.single_stepped.entry(program).or_default() += 1;
+            }
+        }
+        Ok(points)
     }
 
     /// (program name, file offset) for every uprobe this binary needs.

@@ -6,6 +6,7 @@
 pub mod bpf_stats;
 pub mod h2load;
 pub mod metrics_text;
+pub mod probe_cost;
 pub mod procfs;
 pub mod report;
 pub mod stats;

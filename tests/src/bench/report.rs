@@ -23,6 +23,7 @@ pub struct BenchReport {
     pub loss: Vec<LossRow>,
     pub decode: Vec<DecodeRow>,
     pub freshness: Vec<FreshnessRow>,
+    pub probe_cost: Vec<super::probe_cost::ProbeCostRow>,
     /// What this run did not measure, and why.
     pub not_measured: Vec<String>,
 }
@@ -322,6 +323,27 @@ pub fn render_tables(report: &BenchReport) -> String {
         s.clients,
         s.streams_per_client
     );
+    if !report.probe_cost.is_empty() {
+        out.push_str("### One uprobe hit, by the instruction probed\n\n");
+        out.push_str("| instruction | the kernel | CPU µs per hit (median) | rounds |\n");
+        out.push_str("|---|---|---:|---|\n");
+        for row in &report.probe_cost {
+            let rounds: Vec<String> = row.rounds.iter().map(|us| format!("{us:.2}")).collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.2} | {} |",
+                row.instruction,
+                if row.expected_emulated {
+                    "emulates it"
+                } else {
+                    "single-steps it"
+                },
+                row.us_per_hit,
+                rounds.join(", ")
+            );
+        }
+        out.push('\n');
+    }
     out.push_str("### Throughput, latency and CPU\n\n");
     out.push_str(
         "| workload | load | build | req/s | ratio | p50 ms | p50 ratio | p99 ms | p99 ratio | apiserver CPU µs/req | apiscope cores per 1000 req/s | BPF runs/req | BPF program µs/req | apiscope hits/req |\n",

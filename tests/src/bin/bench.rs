@@ -20,13 +20,13 @@ use apiscope_e2e::bench::h2load::{H2loadResult, H2loadRun};
 use apiscope_e2e::bench::metrics_text::{
     self, HEADER_BLOCKS_FAILED, PROBE_HITS, RINGBUF_FULL_DROPS,
 };
-use apiscope_e2e::bench::procfs;
 use apiscope_e2e::bench::report::{
     self, BenchReport, DecodeRow, FreshnessRow, LoadRound, LossRow, LossTry, Machine, MemoryRow,
     Settings, WITHOUT,
 };
 use apiscope_e2e::bench::stats::{median, quantile};
 use apiscope_e2e::bench::watches::OpenWatches;
+use apiscope_e2e::bench::{probe_cost, procfs};
 use apiscope_e2e::cluster::process::Spawner;
 use apiscope_e2e::cluster::{ClusterOptions, TestCluster};
 use apiscope_e2e::kafka::{self, KafkaBroker};
@@ -51,7 +51,7 @@ struct Args {
     /// Alternating rounds per phase (default: 3, quick: 2).
     #[arg(long)]
     rounds: Option<usize>,
-    /// Phases to leave out: load, rates, memory, loss, decode, freshness.
+    /// Phases to leave out: probes, load, rates, memory, loss, decode, freshness.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
 }
@@ -122,6 +122,8 @@ const LOGS_TOPIC: &str = "apiscope-logs";
 const METRICS_TOPIC: &str = "apiscope-metrics";
 /// Replays per build in the decode phase (at least).
 const DECODE_ROUNDS: usize = 5;
+/// Calls per probe-cost run: ~1 s with the costliest probe measured (~60 µs a hit).
+const PROBE_COST_CALLS: u64 = 20_000;
 const STREAMS_PER_CLIENT: u32 = 16;
 const NAMESPACE: &str = "bench";
 /// POSTs go to a namespace of their own, so the LIST keeps its ~20 objects.
@@ -243,6 +245,14 @@ fn main() -> Result<()> {
         }
     };
 
+    if !skip("probes") {
+        let rounds = bench.plan.rounds.max(3);
+        match probe_cost::measure(&bench.scratch, rounds, PROBE_COST_CALLS) {
+            Ok(rows) => report.probe_cost = rows,
+            Err(error) => note_failure("probe cost", Err(error), &mut failures),
+        }
+        write(&report)?;
+    }
     if !skip("load") {
         note_failure(
             "saturation rounds",

@@ -18,6 +18,7 @@ mod elf;
 mod error;
 mod offsets;
 mod pclntab;
+mod probe_site;
 mod prologue;
 mod record_read;
 mod rets;
@@ -33,6 +34,7 @@ pub use offsets::{
     http2_offsets, newer_release_offsets, std_http2_offsets, struct_offsets,
 };
 pub use pclntab::PclntabFormat;
+pub use probe_site::is_emulated;
 pub use prologue::Prologue;
 pub use record_read::RecordReadSites;
 
@@ -222,6 +224,18 @@ impl GoBinary {
     /// (see [`Prologue::after_stack_check`]).
     pub fn entry_probe_file_offset(&self, function: &GoFunction) -> Result<u64> {
         Ok(function.file_offset + self.prologue(function)?.after_stack_check)
+    }
+
+    /// Whether a uprobe at `file_offset` sits on an instruction the kernel emulates rather
+    /// than single-steps (see [`probe_site`]): a single-stepped hit costs the target far more.
+    pub fn is_emulated_probe_site(&self, file_offset: u64) -> bool {
+        let Ok(start) = usize::try_from(file_offset) else {
+            return false;
+        };
+        let end = start.saturating_add(16).min(self.data.len());
+        self.data
+            .get(start..end)
+            .is_some_and(|code| probe_site::is_emulated_at(code, 0, 0))
     }
 
     /// The function's x86-64 code and the file offset of its entry.

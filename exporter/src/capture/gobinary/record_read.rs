@@ -17,6 +17,7 @@
 use iced_x86::{Code, FlowControl, OpKind, Register};
 
 use super::GoBinaryError;
+use super::probe_site::cheapest_equivalent_site;
 use super::rets::for_each_instruction;
 
 /// How many instructions before the first call the loop condition's loads are looked for
@@ -25,8 +26,10 @@ const CONDITION_WINDOW: usize = 16;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordReadSites {
-    /// Offsets from Read's entry of the instruction after each call to `readRecordOrCCS` (or
-    /// `readRecord` where it is not inlined): the call's return addresses.
+    /// Offsets from Read's entry where each call to `readRecordOrCCS` (or `readRecord` where
+    /// it is not inlined) has returned: the return address, or the branch on the call's error
+    /// right after it, which the kernel emulates (see [`super::probe_site`]) and which sees the
+    /// same registers.
     pub after_calls: Vec<u64>,
     /// Offset of `tls.Conn.input` in the `Conn` struct.
     pub conn_input: u64,
@@ -51,7 +54,8 @@ pub(super) fn record_read_sites(
                     let start = loads.len().saturating_sub(CONDITION_WINDOW);
                     condition_loads = Some(loads[start..].to_vec());
                 }
-                after_calls.push(instruction.next_ip() - entry);
+                let returned = instruction.next_ip() - entry;
+                after_calls.push(cheapest_equivalent_site(code, entry, returned));
             }
             loads.clear();
             return;
@@ -133,6 +137,18 @@ mod tests {
         let sites = record_read_sites(&code, 0x1000, &[target]).unwrap();
         assert_eq!(sites.conn_input, 0x2c8);
         assert_eq!(sites.after_calls, [call_end as u64]);
+    }
+
+    #[test]
+    fn the_probe_moves_to_the_error_check_branch() {
+        let mut code = go126_loop(0x100);
+        let call_end = code.len() - 4;
+        // test rax, rax; jne +0x10 (instead of ret), as go1.26 compiles the error check.
+        code.truncate(call_end + 3);
+        code.extend_from_slice(&[0x75, 0x10]);
+        let target = 0x1000 + call_end as u64 + 0x100;
+        let sites = record_read_sites(&code, 0x1000, &[target]).unwrap();
+        assert_eq!(sites.after_calls, [call_end as u64 + 3]);
     }
 
     #[test]

@@ -10,8 +10,8 @@ use anyhow::Result;
 use prometheus_client::registry::Registry;
 use tokio::sync::broadcast;
 
-use super::filter::Filter;
 use super::metrics::LiveMetrics;
+use crate::filter::Filter;
 use crate::k8s::ApiRequest;
 use crate::k8s::api_request::CaptureLevel;
 use crate::sinks::Sink;

@@ -10,7 +10,6 @@ pub mod args;
 pub mod assets;
 pub mod auth;
 pub mod bus;
-mod filter;
 pub mod metrics;
 pub mod protocol;
 pub mod server;

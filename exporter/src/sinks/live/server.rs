@@ -32,11 +32,11 @@ use tracing::{debug, info, warn};
 use super::assets;
 use super::auth::{PROTOCOL, Token};
 use super::bus::{HistoryRequest, LiveBus, LiveRow};
-use super::filter::Filter;
 use super::metrics::DropReason;
 use super::protocol::{
     ClientMessage, DEFAULT_HISTORY_LIMIT, PROTOCOL_VERSION, ServerMessage, requests_message,
 };
+use crate::filter::Filter;
 
 /// `--serve-ui` without an address.
 pub const DEFAULT_UI_ADDRESS: &str = "127.0.0.1:9465";

@@ -14,9 +14,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::auth::{PROTOCOL, TOKEN_PROTOCOL_PREFIX, Token};
 use super::bus::{HistoryRequest, LiveBus, LiveLimits, LiveRow, LiveSink};
-use super::filter::Filter;
 use super::metrics::DropReason;
 use super::server::{LiveServerConfig, PlainTcp, serve_live};
+use crate::filter::Filter;
 use crate::k8s::ApiRequest;
 use crate::k8s::api_request::CaptureLevel;
 use crate::sinks::Sink;
