@@ -12,6 +12,7 @@ use apiscope::capture::config::CaptureConfig;
 use apiscope::filter::Filter;
 use apiscope::pipeline::DecodeConfig;
 use apiscope::record::realtime_minus_monotonic_ns;
+use apiscope::sinks::live::args::LiveUiArgs;
 use apiscope::sinks::otlp::OtlpArgs;
 use apiscope::sinks::stdout::OutputFormat;
 use apiscope::vocabulary::parse_duration;
@@ -30,6 +31,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the capture variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 // One value, parsed once at start: its size does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -69,6 +72,8 @@ enum Command {
         duration: Option<std::time::Duration>,
         #[command(flatten)]
         otlp: OtlpArgs,
+        #[command(flatten)]
+        ui: LiveUiArgs,
     },
     /// Check what capture needs (kernel, privileges, eBPF, target processes, their binaries and
     /// probes) and print one line per check; exits 1 if capture cannot work.
@@ -114,21 +119,35 @@ fn main() -> Result<()> {
             metrics_address,
             duration,
             otlp,
+            ui,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            let output = Output::open(
+            let live = ui.bus();
+            let decode = DecodeConfig {
+                report_frames: live.is_some(),
+                ..decode
+            };
+            let mut output = Output::open(
                 &output,
                 format,
                 decode,
-                realtime_minus_monotonic_ns(),
                 &otlp,
                 CAPTURE_SINK_DEADLINE,
                 filter,
+                live.clone(),
             )?;
-            runtime.block_on(capture(config, output, record, metrics_address.0, duration))
+            output.set_realtime_offset(realtime_minus_monotonic_ns());
+            runtime.block_on(capture(
+                config,
+                output,
+                record,
+                metrics_address.0,
+                duration,
+                live.map(|bus| (ui, bus)),
+            ))
         }
         Command::Doctor { config } => {
             let report = doctor(&config);
@@ -150,7 +169,7 @@ fn main() -> Result<()> {
             let deadline = otlp.otlp_timeout;
             replay(
                 &file,
-                Output::open(&output, format, decode, 0, &otlp, deadline, filter)?,
+                Output::open(&output, format, decode, &otlp, deadline, filter, None)?,
             )
         }
     }
@@ -289,6 +308,15 @@ log: debug
         for args in [
             &["apiscope", "capture"][..],
             &["apiscope", "doctor"],
+            &["apiscope", "capture", "--serve-ui"],
+            &[
+                "apiscope",
+                "capture",
+                "--serve-ui",
+                "0.0.0.0:9000",
+                "--ui-token-file",
+                "t",
+            ],
             &["apiscope", "doctor", "--pid", "1"],
             &["apiscope", "replay", "api.pcapng"],
             &["apiscope", "replay", "api.pcapng", "--format", "table"],

@@ -62,6 +62,9 @@ pub struct DecodeConfig {
     /// (`User-Agent: kube-apiserver/v1.X.Y`); the newest rules until then.
     #[arg(long, value_name = "VERSION", value_parser = parse_kubernetes_release)]
     pub kubernetes_version: Option<KubernetesRelease>,
+    /// Keep each request's HTTP/2 frame list (set by `--serve-ui`, the only output showing it).
+    #[arg(skip)]
+    pub report_frames: bool,
 }
 
 fn parse_kubernetes_release(text: &str) -> Result<KubernetesRelease, String> {
@@ -81,6 +84,7 @@ impl Default for DecodeConfig {
             capture_policy: None,
             max_captured_body_bytes: 64 << 10,
             kubernetes_version: None,
+            report_frames: false,
         }
     }
 }
@@ -356,7 +360,13 @@ fn connection_state(
     chunk: &TlsChunk,
 ) -> ConnectionState {
     ConnectionState {
-        decoder: ProtocolDecoder::new(chunk.role, ProtocolLimits::default()),
+        decoder: ProtocolDecoder::new(
+            chunk.role,
+            ProtocolLimits {
+                report_frames: config.report_frames,
+                ..ProtocolLimits::default()
+            },
+        ),
         exchanges: ExchangeAssembler::new(
             ConnectionFacts {
                 connection: chunk.connection,

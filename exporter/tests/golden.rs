@@ -178,3 +178,56 @@ fn open_watches_of_the_recording_show_in_the_long_running_gauge() {
     // kube-scheduler's 11 watches were still open when the recording stopped.
     assert_eq!(open, 11.0, "{text}");
 }
+
+/// With `report_frames` (what `--serve-ui` sets) every HTTP/2 request carries its stream's
+/// frames, bounded, opening with the request's HEADERS; and nothing else changes.
+#[test]
+fn frames_are_reported_only_when_asked_and_change_nothing_else() {
+    let mut recordings: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .expect("fixtures directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".pcapng.gz"))
+        .collect();
+    recordings.sort();
+    let path = recordings.first().expect("a recording");
+    let plain = decode_recording(path);
+    let config = DecodeConfig {
+        report_frames: true,
+        ..DecodeConfig::default()
+    };
+    let mut framed = decode_recording_with(path, DecodePipeline::new(config, 0));
+    assert_eq!(plain.len(), framed.len());
+    let mut with_frames = 0;
+    for request in &framed {
+        if request.protocol != "2" || request.incomplete.is_some() {
+            continue;
+        }
+        let frames = request
+            .frames
+            .as_ref()
+            .expect("HTTP/2 requests have frames");
+        with_frames += 1;
+        assert!(!frames.frames.is_empty() && frames.frames.len() <= 64);
+        let first = frames.frames[0];
+        assert_eq!(first.frame_type, 1, "opens with HEADERS: {}", request.path);
+        assert!(first.request_direction);
+        assert!(
+            frames
+                .frames
+                .iter()
+                .all(|f| f.stream_id == request.stream_id)
+        );
+        assert!(
+            frames.frames.iter().any(|f| !f.request_direction),
+            "the response's frames too: {}",
+            request.path
+        );
+        assert!(first.unix_nano >= request.start_unix_nano.saturating_sub(1_000_000_000));
+    }
+    assert!(with_frames > 0);
+    for request in &mut framed {
+        request.frames = None;
+    }
+    assert_eq!(plain, framed);
+    assert!(plain.iter().all(|r| r.frames.is_none()));
+}

@@ -19,6 +19,8 @@ fuzz_target!(|input: &[u8]| {
         max_decoder_bytes: 16384,
         max_decoded_connections: 3,
         include_outgoing: true,
+        // The frame lists (`--serve-ui`) are fuzzed with the rest.
+        report_frames: true,
         ..DecodeConfig::default()
     };
     let metrics = DecodeMetrics::default();

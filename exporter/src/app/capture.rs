@@ -18,6 +18,8 @@ use crate::capture::run::{FLUSH_GRACE, run_capture};
 use crate::capture::tracer::ProbePoints;
 use crate::k8s::release::KubernetesRelease;
 use crate::record::PcapngWriter;
+use crate::sinks::live::LiveBus;
+use crate::sinks::live::args::LiveUiArgs;
 use crate::sinks::prometheus::serve_metrics;
 
 /// How long `capture` lets the sinks deliver at shutdown: within FLUSH_GRACE, which bounds the
@@ -30,6 +32,7 @@ pub async fn capture(
     record: Option<PathBuf>,
     metrics_address: Option<SocketAddr>,
     duration: Option<Duration>,
+    live: Option<(LiveUiArgs, Arc<LiveBus>)>,
 ) -> Result<()> {
     let metrics = Arc::new(CaptureMetrics::default());
     let mut registry = Registry::default();
@@ -37,6 +40,10 @@ pub async fn capture(
     output.register(&mut registry);
     let metrics_server = match metrics_address {
         Some(address) => Some(serve_metrics(address, Arc::new(registry)).await?.1),
+        None => None,
+    };
+    let live_server = match &live {
+        Some((args, bus)) => args.serve(bus).await?.map(|(_, task)| task),
         None => None,
     };
     let (sender, mut receiver) = chunk_queue(config.queue_capacity);
@@ -105,6 +112,9 @@ pub async fn capture(
         .context("output task")??;
     info!(summary = %metrics.summary(), "capture finished");
     if let Some(server) = metrics_server {
+        server.abort();
+    }
+    if let Some(server) = live_server {
         server.abort();
     }
     result

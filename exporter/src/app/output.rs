@@ -14,6 +14,7 @@ use crate::filter::Filter;
 use crate::k8s::ApiRequest;
 use crate::pipeline::{DecodeConfig, DecodeMetrics, DecodePipeline};
 use crate::policy::CapturePolicy;
+use crate::sinks::live::LiveBus;
 use crate::sinks::otlp::OtlpArgs;
 use crate::sinks::request_metrics::RequestMetrics;
 use crate::sinks::stdout::{OutputFormat, open_output, write_chunk};
@@ -40,11 +41,14 @@ impl Output {
         output: &str,
         format: OutputFormat,
         decode: DecodeConfig,
-        realtime_offset_ns: i64,
         otlp: &OtlpArgs,
         finish_deadline: Duration,
         filter: Option<Filter>,
+        live: Option<Arc<LiveBus>>,
     ) -> Result<Self> {
+        // The capture clock's offset to the wall clock: set by the caller once known
+        // (`set_realtime_offset`); a replay reads it from the recording.
+        let realtime_offset_ns = 0;
         if filter.is_some() && format == OutputFormat::Chunks {
             anyhow::bail!("--filter selects requests; --format chunks writes undecoded chunks");
         }
@@ -56,6 +60,7 @@ impl Output {
             otlp,
             kubernetes_version: decode.kubernetes_version,
             filter,
+            live,
         })?;
         let chunk_writer = match format {
             OutputFormat::Chunks => Some(open_output(output)?),

@@ -14,7 +14,13 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::http::{HttpEvent, StreamId, request_direction};
+use crate::http::{FrameMeta, HttpEvent, StreamId, request_direction};
+
+/// Frames kept per exchange (with `report_frames`); later ones are only counted.
+pub const MAX_FRAMES_PER_EXCHANGE: usize = 64;
+/// Frames of streams not open yet (a HEADERS frame comes just before its head) held per
+/// connection until the stream opens.
+const MAX_PENDING_FRAMES: usize = 16;
 use crate::vocabulary::{ConnectionId, Direction, HeaderField, MessageKind, Role};
 
 pub use metrics::ExchangeMetrics;
@@ -182,6 +188,10 @@ pub struct Exchange {
     /// The stream's consumer, made when the response body starts (it needs the content type).
     pub body_stream: Option<Box<dyn BodyStream>>,
     pub ending: Ending,
+    /// The stream's HTTP/2 frames, when the decoder reports them: at most
+    /// [`MAX_FRAMES_PER_EXCHANGE`], `frames_cut` counts the rest.
+    pub frames: Vec<FrameMeta>,
+    pub frames_cut: u32,
 }
 
 impl Exchange {
@@ -194,6 +204,8 @@ impl Exchange {
             is_stream: false,
             body_stream: None,
             ending: Ending::Complete,
+            frames: Vec::new(),
+            frames_cut: 0,
         }
     }
 
@@ -226,6 +238,7 @@ pub struct ExchangeAssembler {
     held_body_bytes: usize,
     /// Which responses are event streams, and how they are consumed (from the stage above).
     streams: Option<Arc<dyn ResponseStreams>>,
+    pending_frames: Vec<(StreamId, FrameMeta)>,
 }
 
 impl ExchangeAssembler {
@@ -236,6 +249,7 @@ impl ExchangeAssembler {
             open: BTreeMap::new(),
             held_body_bytes: 0,
             streams: None,
+            pending_frames: Vec::new(),
         }
     }
 
@@ -414,6 +428,15 @@ impl ExchangeAssembler {
             HttpEvent::Desync { .. } => {
                 metrics.desyncs.inc();
             }
+            HttpEvent::Frame { stream, frame } => match self.open.get_mut(&stream) {
+                Some(exchange) => keep_frame(exchange, frame),
+                None => {
+                    if self.pending_frames.len() >= MAX_PENDING_FRAMES {
+                        self.pending_frames.remove(0);
+                    }
+                    self.pending_frames.push((stream, frame));
+                }
+            },
         }
     }
 
@@ -479,9 +502,18 @@ impl ExchangeAssembler {
             }
         }
         let facts = &self.facts;
-        self.open
-            .entry(stream)
-            .or_insert_with(|| Exchange::new(facts.clone(), stream))
+        let pending = &mut self.pending_frames;
+        self.open.entry(stream).or_insert_with(|| {
+            let mut exchange = Exchange::new(facts.clone(), stream);
+            // The frames that opened the stream came just before its first event.
+            pending.retain(|(id, frame)| {
+                if *id == stream {
+                    keep_frame(&mut exchange, *frame);
+                }
+                *id != stream
+            });
+            exchange
+        })
     }
 
     fn finish_if_done(&mut self, stream: StreamId, done: &mut Vec<Exchange>) {
@@ -494,6 +526,14 @@ impl ExchangeAssembler {
                 done.push(finish(exchange));
             }
         }
+    }
+}
+
+fn keep_frame(exchange: &mut Exchange, frame: FrameMeta) {
+    if exchange.frames.len() < MAX_FRAMES_PER_EXCHANGE {
+        exchange.frames.push(frame);
+    } else {
+        exchange.frames_cut = exchange.frames_cut.saturating_add(1);
     }
 }
 

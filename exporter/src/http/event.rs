@@ -47,6 +47,10 @@ pub enum HttpEvent {
         direction: Direction,
         timestamp_ns: u64,
     },
+    /// A frame on a stream (stream id not 0), reported only with
+    /// [`ProtocolLimits::report_frames`](super::ProtocolLimits), before the event the frame
+    /// completes, so the exchange can keep the stream's frame list (the live view shows it).
+    Frame { stream: StreamId, frame: FrameMeta },
     /// The decoder lost track of header state (unknown HPACK index, garbage, joined mid-frame).
     /// Reported once per direction (again only after the state was fully recovered). Later
     /// `Head` events of this direction carry `fields: None` unless they can be decoded exactly
@@ -56,6 +60,17 @@ pub enum HttpEvent {
         reason: String,
         timestamp_ns: u64,
     },
+}
+
+/// One HTTP/2 frame of a stream, metadata only (never its payload).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameMeta {
+    pub direction: Direction,
+    /// Raw type code (0 DATA, 1 HEADERS, 3 RST_STREAM, 9 CONTINUATION...).
+    pub frame_type: u8,
+    pub flags: u8,
+    pub length: u32,
+    pub timestamp_ns: u64,
 }
 
 /// Which direction carries requests, given who accepted the connection.

@@ -23,6 +23,9 @@ pub struct ProtocolLimits {
     pub max_body_event_bytes: usize,
     /// Bytes dropped before any protocol was recognised after which the connection is opaque.
     pub max_undetected_bytes: u64,
+    /// Report every stream frame's metadata as [`HttpEvent::Frame`](super::HttpEvent) (off
+    /// unless the live view is served: no other output uses them).
+    pub report_frames: bool,
 }
 
 impl Default for ProtocolLimits {
@@ -36,6 +39,7 @@ impl Default for ProtocolLimits {
             max_http1_head_bytes: 64 * 1024,
             max_body_event_bytes: 64 * 1024,
             max_undetected_bytes: 1024 * 1024,
+            report_frames: false,
         }
     }
 }

@@ -13,5 +13,5 @@ pub mod http2;
 mod limits;
 
 pub use decoder::{Protocol, ProtocolDecoder};
-pub use event::{HttpEvent, StreamId, request_direction};
+pub use event::{FrameMeta, HttpEvent, StreamId, request_direction};
 pub use limits::{DecoderStats, ProtocolLimits};

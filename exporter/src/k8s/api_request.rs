@@ -132,6 +132,29 @@ pub struct ApiRequest {
     /// The response body, redacted and bounded, at level `RequestResponse`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_body: Option<CapturedBody>,
+    /// The HTTP/2 frames of the request's stream (metadata only), when the decoder reported
+    /// them (only for the live view). Not part of the record: only the live view's detail
+    /// endpoint writes them.
+    #[serde(skip)]
+    pub frames: Option<StreamFrames>,
+}
+
+/// A stream's frames, at most `exchange::MAX_FRAMES_PER_EXCHANGE`; `cut` counts the rest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamFrames {
+    pub frames: Vec<StreamFrame>,
+    pub cut: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamFrame {
+    /// Sent by the side that made the request.
+    pub request_direction: bool,
+    pub frame_type: u8,
+    pub flags: u8,
+    pub stream_id: u32,
+    pub length: u32,
+    pub unix_nano: u64,
 }
 
 /// How much of a request leaves the node, like an audit policy level.

@@ -2,7 +2,8 @@
 //! (RequestInfo), its client, its bodies and watch events.
 
 use crate::exchange::Exchange;
-use crate::k8s::api_request::{ApiRequest, CaptureLevel};
+use crate::http::request_direction;
+use crate::k8s::api_request::{ApiRequest, CaptureLevel, StreamFrame, StreamFrames};
 use crate::k8s::body::{self, BodyLimits};
 use crate::k8s::message_body::{ExchangeBodies, MessageBody};
 use crate::k8s::watch::WatchDecoder;
@@ -142,6 +143,7 @@ impl ApiRequest {
             capture_level: CaptureLevel::Metadata,
             request_body: None,
             response_body: None,
+            frames: stream_frames(exchange, wall),
             ..labelled
         };
         (api_request, bodies)
@@ -171,4 +173,27 @@ impl ApiRequest {
             ..ApiRequest::default()
         }
     }
+}
+
+/// The exchange's frames on the wall clock, if the decoder reported any.
+fn stream_frames(exchange: &Exchange, wall: impl Fn(u64) -> u64) -> Option<StreamFrames> {
+    if exchange.frames.is_empty() {
+        return None;
+    }
+    let requests = request_direction(exchange.facts.role);
+    Some(StreamFrames {
+        frames: exchange
+            .frames
+            .iter()
+            .map(|frame| StreamFrame {
+                request_direction: frame.direction == requests,
+                frame_type: frame.frame_type,
+                flags: frame.flags,
+                stream_id: exchange.stream,
+                length: frame.length,
+                unix_nano: wall(frame.timestamp_ns),
+            })
+            .collect(),
+        cut: exchange.frames_cut,
+    })
 }

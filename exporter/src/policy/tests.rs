@@ -81,6 +81,8 @@ fn exchange(call: &Call<'_>) -> Exchange {
         is_stream: call.watch,
         body_stream: None,
         ending: Ending::Complete,
+        frames: Vec::new(),
+        frames_cut: 0,
     }
 }
 

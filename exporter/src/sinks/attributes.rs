@@ -330,6 +330,142 @@ pub fn capture_level_name(request: &ApiRequest) -> &'static str {
     }
 }
 
+/// The inverse of [`span_attributes`]: the request a span's (or log record's) attributes
+/// describe, for readers of what apiscope exported (the relay reads it back from Kafka). `role`
+/// comes from the span kind (SERVER or CLIENT). What the attributes do not carry stays at its
+/// default: times, the connection pointer, bodies, the object's name and namespace, watch bytes,
+/// the service account's issuer, the decode errors' text (their count is kept, as placeholders).
+/// Kept next to the mapping so the two change together; `span_attributes` of the result equals
+/// the attributes it was read from (tested).
+pub fn request_from_attributes(attributes: &[KeyValue], role: Role) -> ApiRequest {
+    use crate::k8s::api_request::{
+        CaptureLevel, Impersonation, ObjectMeta, ServiceAccountRef, StatusInfo, WatchStats,
+    };
+    let text = |key: &str| match find(attributes, key) {
+        Some(Value::String(value)) => value.as_str().to_string(),
+        _ => String::new(),
+    };
+    let optional = |key: &str| Some(text(key)).filter(|v| !v.is_empty());
+    let int = |key: &str| match find(attributes, key) {
+        Some(Value::I64(value)) => Some(*value),
+        _ => None,
+    };
+    let count = |key: &str| int(key).and_then(|v| u64::try_from(v).ok());
+    let flag = |key: &str| matches!(find(attributes, key), Some(Value::Bool(true)));
+    let address = |host: &str, port: &str| {
+        let ip = text(host).parse::<std::net::IpAddr>().ok()?;
+        let port = int(port).and_then(|p| u16::try_from(p).ok())?;
+        Some(std::net::SocketAddr::new(ip, port))
+    };
+    let (client, server) = (
+        address(CLIENT_ADDRESS, CLIENT_PORT),
+        address(SERVER_ADDRESS, SERVER_PORT),
+    );
+    let (peer, local) = match role {
+        Role::Server => (client, server),
+        Role::Client => (server, client),
+    };
+    let service_account = optional(K8S_SERVICE_ACCOUNT).map(|subject| {
+        let mut parts = subject
+            .strip_prefix("system:serviceaccount:")
+            .unwrap_or("")
+            .splitn(2, ':');
+        ServiceAccountRef {
+            namespace: parts.next().unwrap_or("").to_string(),
+            name: parts.next().unwrap_or("").to_string(),
+            subject: subject.clone(),
+            issuer: String::new(),
+        }
+    });
+    let object = ObjectMeta {
+        kind: text(K8S_OBJECT_KIND),
+        api_version: text(K8S_OBJECT_API_VERSION),
+        resource_version: text(K8S_OBJECT_RESOURCE_VERSION),
+        ..ObjectMeta::default()
+    };
+    let status = StatusInfo {
+        reason: text(K8S_STATUS_REASON),
+        message: text(K8S_STATUS_MESSAGE),
+        ..StatusInfo::default()
+    };
+    let watch = int(K8S_WATCH_EVENTS).map(|_| WatchStats {
+        added: count(K8S_WATCH_EVENTS_ADDED).unwrap_or(0),
+        modified: count(K8S_WATCH_EVENTS_MODIFIED).unwrap_or(0),
+        deleted: count(K8S_WATCH_EVENTS_DELETED).unwrap_or(0),
+        bookmark: count(K8S_WATCH_EVENTS_BOOKMARK).unwrap_or(0),
+        error: count(K8S_WATCH_EVENTS_ERROR).unwrap_or(0),
+        other: count(K8S_WATCH_EVENTS_OTHER).unwrap_or(0),
+        bytes: 0,
+    });
+    let decode_errors = count(K8S_DECODE_ERRORS).unwrap_or(0).min(64);
+    let resource = text(K8S_RESOURCE);
+    ApiRequest {
+        audit_id: optional(K8S_AUDIT_ID),
+        verb: text(K8S_VERB),
+        metric_verb: text(K8S_METRIC_VERB),
+        is_resource_request: !resource.is_empty(),
+        group: text(K8S_GROUP),
+        version: text(K8S_VERSION),
+        resource,
+        subresource: text(K8S_SUBRESOURCE),
+        namespace: text(K8S_NAMESPACE),
+        name: text(K8S_NAME),
+        scope: text(K8S_SCOPE),
+        dry_run: flag(K8S_DRY_RUN),
+        long_running: flag(K8S_LONG_RUNNING),
+        method: text(HTTP_REQUEST_METHOD),
+        path: text(URL_PATH),
+        query: text(URL_QUERY),
+        code: int(HTTP_RESPONSE_STATUS_CODE).and_then(|c| u16::try_from(c).ok()),
+        protocol: text(NETWORK_PROTOCOL_VERSION),
+        stream_id: int(K8S_STREAM_ID)
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0),
+        request_content_type: text(K8S_REQUEST_CONTENT_TYPE),
+        response_content_type: text(K8S_RESPONSE_CONTENT_TYPE),
+        response_content_encoding: text(K8S_RESPONSE_CONTENT_ENCODING),
+        request_body_bytes: count(HTTP_REQUEST_BODY_SIZE).unwrap_or(0),
+        response_body_bytes: count(HTTP_RESPONSE_BODY_SIZE).unwrap_or(0),
+        request_wire_bytes: count(K8S_REQUEST_WIRE_BYTES).unwrap_or(0),
+        response_wire_bytes: count(K8S_RESPONSE_WIRE_BYTES).unwrap_or(0),
+        headers_source: text(K8S_HEADERS_SOURCE),
+        incomplete: optional(K8S_INCOMPLETE),
+        user_agent: text(USER_AGENT_ORIGINAL),
+        component: text(K8S_COMPONENT),
+        service_account,
+        impersonation: optional(K8S_IMPERSONATED_USER).map(|user| Impersonation {
+            user,
+            ..Impersonation::default()
+        }),
+        peer,
+        local,
+        connection: crate::vocabulary::ConnectionId {
+            pid: int(PROCESS_PID)
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0),
+            ..Default::default()
+        },
+        role,
+        flow_schema_uid: optional(K8S_FLOW_SCHEMA_UID),
+        priority_level_uid: optional(K8S_PRIORITY_LEVEL_UID),
+        retry_after_seconds: count(K8S_RETRY_AFTER),
+        object: (object != ObjectMeta::default()).then_some(object),
+        status: (status != StatusInfo::default()).then_some(status),
+        watch,
+        list_items: count(K8S_LIST_ITEMS),
+        decode_errors: (0..decode_errors)
+            .map(|_| "(not exported: only the count is in the attributes)".to_string())
+            .collect(),
+        capture_level: match text(K8S_CAPTURE_LEVEL).as_str() {
+            "None" => CaptureLevel::None,
+            "Request" => CaptureLevel::Request,
+            "RequestResponse" => CaptureLevel::RequestResponse,
+            _ => CaptureLevel::Metadata,
+        },
+        ..ApiRequest::default()
+    }
+}
+
 fn saturating_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -346,6 +482,93 @@ pub fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
 mod tests {
     use super::*;
     use crate::sinks::fixtures;
+
+    #[test]
+    fn the_inverse_reads_back_what_the_mapping_wrote() {
+        use crate::k8s::api_request::{CaptureLevel, Impersonation, ObjectMeta, StatusInfo};
+        let mut everything = fixtures::create_configmap();
+        everything.object = Some(ObjectMeta {
+            kind: "ConfigMap".into(),
+            api_version: "v1".into(),
+            resource_version: "42".into(),
+            ..ObjectMeta::default()
+        });
+        everything.status = Some(StatusInfo {
+            reason: "AlreadyExists".into(),
+            message: "configmaps \"app-config\" already exists".into(),
+            ..StatusInfo::default()
+        });
+        everything.impersonation = Some(Impersonation {
+            user: "alice".into(),
+            ..Impersonation::default()
+        });
+        everything.flow_schema_uid = Some("fs-uid".into());
+        everything.priority_level_uid = Some("pl-uid".into());
+        everything.request_content_type = "application/json".into();
+        everything.response_content_encoding = "gzip".into();
+        everything.decode_errors = vec!["bad json".into(), "gzip over cap".into()];
+        everything.list_items = Some(12);
+        everything.connection.pid = 4242;
+        everything.capture_level = CaptureLevel::RequestResponse;
+        let mut unfinished = fixtures::request("GET", "/api/v1/pods", 200, 5);
+        unfinished.code = None;
+        unfinished.incomplete = Some("reset".into());
+        let mut outgoing = fixtures::request("POST", "/apis/admission.example/v1/review", 200, 5);
+        outgoing.role = Role::Client;
+        for request in [
+            fixtures::create_configmap(),
+            fixtures::watch_pods(),
+            fixtures::throttled_list(),
+            fixtures::healthz(),
+            fixtures::dry_run_update_by_service_account(),
+            everything,
+            unfinished,
+            outgoing,
+        ] {
+            let attributes = span_attributes(&request);
+            let back = request_from_attributes(&attributes, request.role);
+            assert_eq!(
+                span_attributes(&back),
+                attributes,
+                "{} {}",
+                request.method,
+                request.path
+            );
+            assert_eq!(
+                (
+                    &back.verb,
+                    &back.resource,
+                    &back.namespace,
+                    &back.name,
+                    back.code
+                ),
+                (
+                    &request.verb,
+                    &request.resource,
+                    &request.namespace,
+                    &request.name,
+                    request.code
+                )
+            );
+            assert_eq!(
+                (back.peer, back.local, back.role),
+                (request.peer, request.local, request.role)
+            );
+            assert_eq!(
+                back.service_account
+                    .as_ref()
+                    .map(|sa| (&sa.namespace, &sa.name)),
+                request
+                    .service_account
+                    .as_ref()
+                    .map(|sa| (&sa.namespace, &sa.name))
+            );
+            assert_eq!(
+                back.watch.as_ref().map(|w| w.events()),
+                request.watch.as_ref().map(|w| w.events())
+            );
+        }
+    }
 
     fn s(v: &str) -> Value {
         Value::from(v.to_string())

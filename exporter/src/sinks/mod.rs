@@ -7,10 +7,12 @@
 //!   what was seen (Prometheus, mirrored into OTLP metrics).
 //! - `otlp`: spans and log records over OTLP (`attributes`: the registry both share).
 //! - `prometheus`: the `/metrics` endpoint serving every registered metric.
+//! - `live`: the live view's bus (a sink) and its WebSocket server (`capture --serve-ui`).
 
 pub mod attributes;
 #[cfg(test)]
 mod fixtures;
+pub mod live;
 pub mod otlp;
 pub mod prometheus;
 pub mod request_metrics;
@@ -43,6 +45,8 @@ pub struct SinkConfig<'a> {
     pub kubernetes_version: Option<KubernetesRelease>,
     /// `--filter`: which requests reach the per-request outputs (the request metrics see all).
     pub filter: Option<Filter>,
+    /// `--serve-ui`: the bus the live view reads.
+    pub live: Option<Arc<live::LiveBus>>,
 }
 
 /// Every configured sink, in the order requests reach them: the request metrics see every
@@ -70,6 +74,9 @@ impl Sinks {
         let mut per_request: Vec<Box<dyn Sink>> = Vec::new();
         if let Some(otlp) = otlp {
             per_request.push(Box::new(otlp));
+        }
+        if let Some(bus) = &config.live {
+            per_request.push(Box::new(live::LiveSink::new(bus.clone())));
         }
         // The raw chunk format prints chunks, not requests (the caller writes those).
         if config.format != OutputFormat::Chunks {
@@ -194,6 +201,7 @@ mod tests {
             otlp: &OtlpArgs::default(),
             kubernetes_version: None,
             filter: Some(Filter::parse("code >= 500").expect("filter")),
+            live: None,
         })
         .expect("sinks");
         for code in [200, 500, 404] {

@@ -15,7 +15,7 @@ pub mod huffman;
 use std::collections::BTreeMap;
 
 use self::frame::{FRAME_HEADER_LEN, FrameHeader, FrameType};
-use super::event::{HttpEvent, StreamId, request_direction};
+use super::event::{FrameMeta, HttpEvent, StreamId, request_direction};
 use super::limits::{DecoderStats, ProtocolLimits};
 use crate::reassembly::Piece;
 use crate::vocabulary::{Direction, HeaderField, MessageKind, Role};
@@ -492,6 +492,18 @@ impl DirectionState {
         let header = payload.header;
         let wire = payload.unreported_wire;
         let ts = cx.timestamp_ns;
+        if cx.limits.report_frames && header.stream_id != 0 {
+            cx.out.push(HttpEvent::Frame {
+                stream: header.stream_id,
+                frame: FrameMeta {
+                    direction: self.direction,
+                    frame_type: header.kind,
+                    flags: header.flags,
+                    length: header.length,
+                    timestamp_ns: ts,
+                },
+            });
+        }
         match (header.frame_type(), payload.body) {
             (Some(FrameType::Data), PayloadBody::Data { data, missing, .. }) => {
                 let end_stream = header.has(frame::END_STREAM);
