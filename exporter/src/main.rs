@@ -31,11 +31,9 @@ struct Cli {
     command: Command,
 }
 
-// Parsed once at start: the size of the capture variant costs nothing.
+// One value, parsed once at start: the size of the capture variant costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
-// One value, parsed once at start: its size does not matter.
-#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Attach to kube-apiserver processes and print every API request they serve.
     // A flag given twice (once from --config's file, once on the command line): the last wins.

@@ -28,8 +28,8 @@ rules:
   - level: RequestResponse
 "#;
 
-/// `capture --serve-ui` answers the frames of a request's stream (docs/live-view.md). While the
-/// decoder does not carry them to the sinks yet, this check fails: that is the gap, not the UI.
+/// `capture --serve-ui` answers the frames of a request's stream (docs/live-view.md): the detail
+/// pane must list them.
 const EXPECT_FRAMES: bool = true;
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(300);
 /// Bounds of the background kubectl traffic.
