@@ -361,8 +361,22 @@ pub enum KernelCounter {
     HeaderBlocksFailed = 7,
     /// A record probe found `tls.Conn.input` unreadable or inconsistent: the record was lost.
     ReadRecordUnreadable = 8,
+    /// Header hook hits that returned at once: the wire decoder holds the connection's HPACK
+    /// state for that direction (see `WIRE_HPACK_REQUESTS`).
+    HeaderHooksSkipped = 9,
 }
-pub const KERNEL_COUNTER_SLOTS: u32 = 9;
+pub const KERNEL_COUNTER_SLOTS: u32 = 10;
+
+/// Flags of the `WIRE_HPACK_KNOWN` map, keyed by (pid, `*tls.Conn`): userspace sets them while
+/// its wire decoder knows the connection's whole HPACK table in that direction, so the header
+/// hooks (which exist for connections older than the capture) have nothing to add and return
+/// before reading Go memory. The eBPF side clears the entry itself when it loses bytes of the
+/// connection (ring buffer full, truncated, unreadable: `WIRE_HPACK_LOST`, which userspace
+/// never overwrites) and removes it at Close.
+pub const WIRE_HPACK_REQUESTS: u32 = 1;
+pub const WIRE_HPACK_RESPONSES: u32 = 2;
+/// Tombstone: bytes of the connection were lost; its hooks stay on until Close removes it.
+pub const WIRE_HPACK_LOST: u32 = 4;
 
 #[cfg(feature = "user")]
 mod user {

@@ -14,7 +14,7 @@ use aya_ebpf::helpers::{
 
 use crate::maps::{
     CAPTURE_BYTES_PER_CALL, CONNECTIONS, EVENTS, GO_OFFSETS, RING_WAKEUP_BYTES, SCRATCH, count,
-    process_address,
+    process_address, wire_bytes_lost,
 };
 
 /// Copies `len` bytes at `buf` (split into events of at most `MAX_CHUNK_DATA`) as the
@@ -83,14 +83,18 @@ pub fn emit_payload(kind: ChunkKind, conn: u64, goroutine: u64, buf: u64, len: u
         };
         if read < 0 {
             count(KernelCounter::PayloadReadFailed, 1);
+            wire_bytes_lost(&key);
             return;
         }
         if stands_for > copy as u64 {
             count(KernelCounter::TruncatedBytes, stands_for - copy as u64);
+            wire_bytes_lost(&key);
         }
         let size =
             core::mem::size_of::<ChunkHeader>() + core::cmp::min(copy as usize, MAX_CHUNK_DATA);
-        ring_output(event as *const ChunkEvent as *const c_void, size as u64);
+        if !ring_output(event as *const ChunkEvent as *const c_void, size as u64) {
+            wire_bytes_lost(&key);
+        }
         if last {
             break;
         }

@@ -2,7 +2,7 @@
 
 use apiscope_common::{
     ChunkEvent, ConnInfo, GoOffsets, KERNEL_COUNTER_SLOTS, KernelCounter, MAX_CHUNK_DATA,
-    MAX_SEGMENTS_PER_CALL, OpenHeaderBlock, PROBE_SLOTS, Probe, ProcessAddress,
+    MAX_SEGMENTS_PER_CALL, OpenHeaderBlock, PROBE_SLOTS, Probe, ProcessAddress, WIRE_HPACK_LOST,
 };
 use aya_ebpf::{
     bindings::pt_regs,
@@ -37,6 +37,15 @@ pub static GO_OFFSETS: HashMap<u32, GoOffsets> = HashMap::with_max_entries(1024,
 /// Connection facts read once from Go memory, keyed by (pid, *tls.Conn); removed at Close.
 #[map]
 pub static CONNECTIONS: LruHashMap<ProcessAddress, ConnInfo> =
+    LruHashMap::with_max_entries(65536, 0);
+
+/// Server connections whose HPACK tables the wire decoder knows, by direction
+/// (`WIRE_HPACK_REQUESTS` / `WIRE_HPACK_RESPONSES`), keyed by (pid, *tls.Conn). Written by
+/// userspace; cleared here on any loss of the connection's bytes and at Close. The header hooks
+/// return at once for a direction set here: they are needed only where the wire cannot be
+/// decoded, and copying a header block out of Go memory is most of a request's program time.
+#[map]
+pub static WIRE_HPACK_KNOWN: LruHashMap<ProcessAddress, u32> =
     LruHashMap::with_max_entries(65536, 0);
 
 /// A request header block under construction per CPU (too large for the stack); also the
@@ -82,6 +91,32 @@ fn add(array: &PerCpuArray<u64>, slot: u32, by: u64) {
 pub fn regs(ctx: &ProbeContext) -> &pt_regs {
     // SAFETY: a uprobe's context is the task's saved user registers.
     unsafe { &*ctx.regs }
+}
+
+/// True when the wire decoder knows the connection's HPACK table for `direction` (one of
+/// the `WIRE_HPACK_*` flags): the header hook that asks has nothing to add. Counted.
+#[inline(always)]
+pub fn wire_decodes_headers(pid: u32, conn: u64, direction: u32) -> bool {
+    let known = unsafe { WIRE_HPACK_KNOWN.get(&process_address(pid, conn)) }
+        .is_some_and(|flags| flags & direction != 0);
+    if known {
+        count(KernelCounter::HeaderHooksSkipped, 1);
+    }
+    known
+}
+
+/// The wire decoder will lose its place on this connection: the header hooks take over until
+/// it closes. A tombstone rather than a removal, so a decoder that has not reached the loss
+/// yet cannot switch the hooks off again (userspace only creates entries).
+#[inline(always)]
+pub fn wire_bytes_lost(key: &ProcessAddress) {
+    let _ = WIRE_HPACK_KNOWN.insert(key, &WIRE_HPACK_LOST, 0);
+}
+
+/// The connection is gone; the next one Go allocates at its address starts with hooks on.
+#[inline(always)]
+pub fn wire_connection_closed(key: &ProcessAddress) {
+    let _ = WIRE_HPACK_KNOWN.remove(key);
 }
 
 /// Key of the per-goroutine and per-connection maps.

@@ -4,6 +4,7 @@
 
 use apiscope_common::{
     HEADER_FIELD_SENSITIVE, HEADER_MESSAGE_REQUEST, KernelCounter, MAX_HEADER_FIELDS, Probe,
+    WIRE_HPACK_REQUESTS,
 };
 use aya_ebpf::{macros::uprobe, programs::ProbeContext};
 
@@ -11,7 +12,7 @@ use crate::emit::read_user;
 use crate::header_block::{
     append_field, header_hook_offsets, open_block, scratch_block, submit_header_block,
 };
-use crate::maps::{count, hit, regs};
+use crate::maps::{count, hit, regs, wire_decodes_headers};
 
 #[uprobe]
 pub fn http2_process_headers(ctx: ProbeContext) -> u32 {
@@ -21,15 +22,21 @@ pub fn http2_process_headers(ctx: ProbeContext) -> u32 {
     let Some((pid_tgid, o)) = header_hook_offsets() else {
         return 0;
     };
+    // The net.Conn interface's data word: the *tls.Conn the TLS probes key connections by.
+    let Some(conn) = read_user::<u64>(server_conn + o.http2_server_conn_conn + 8) else {
+        count(KernelCounter::HeaderBlocksFailed, 1);
+        return 0;
+    };
+    if wire_decodes_headers((pid_tgid >> 32) as u32, conn, WIRE_HPACK_REQUESTS) {
+        return 0;
+    }
     let Some(headers_frame) = read_user::<u64>(frame + o.http2_meta_headers_frame_headers_frame)
     else {
         count(KernelCounter::HeaderBlocksFailed, 1);
         return 0;
     };
-    let (Some(stream_id), Some(conn), Some(fields_ptr), Some(fields_len)) = (
+    let (Some(stream_id), Some(fields_ptr), Some(fields_len)) = (
         read_user::<u32>(headers_frame + o.http2_headers_frame_stream_id),
-        // The net.Conn interface's data word: the *tls.Conn the TLS probes key connections by.
-        read_user::<u64>(server_conn + o.http2_server_conn_conn + 8),
         read_user::<u64>(frame + o.http2_meta_headers_frame_fields),
         read_user::<u64>(frame + o.http2_meta_headers_frame_fields + 8),
     ) else {

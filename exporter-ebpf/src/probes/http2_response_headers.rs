@@ -13,7 +13,7 @@
 
 use apiscope_common::{
     GoOffsets, HEADER_FIELD_FROM_MAP, HEADER_MESSAGE_RESPONSE, MAP_GROUP_SLOTS, MAX_MAP_GROUPS,
-    MAX_VALUES_PER_HEADER, OpenHeaderBlock, Probe,
+    MAX_VALUES_PER_HEADER, OpenHeaderBlock, Probe, WIRE_HPACK_RESPONSES,
 };
 use aya_ebpf::{macros::uprobe, programs::ProbeContext};
 
@@ -22,7 +22,7 @@ use crate::header_block::{
     append_field, append_named_field, header_hook_offsets, open_block, read_response_start,
     scratch_block, submit_header_block,
 };
-use crate::maps::{hit, regs};
+use crate::maps::{hit, regs, wire_decodes_headers};
 
 /// Swiss-table control byte of a slot: the high bit is clear only for a full slot.
 const CTRL_EMPTY_OR_DELETED: u64 = 0x80;
@@ -41,7 +41,7 @@ pub fn http2_response_headers(ctx: ProbeContext) -> u32 {
     let Some((stream_id, status, conn)) = read_response_start(writer, server_conn, &o) else {
         return 0;
     };
-    if status == 0 {
+    if status == 0 || wire_decodes_headers((pid_tgid >> 32) as u32, conn, WIRE_HPACK_RESPONSES) {
         return 0;
     }
     let Some(block) = scratch_block() else {

@@ -4,13 +4,15 @@
 //! RBX/RCX = `ctx`: itab, data word = the `*serverConn`); `hpack_write_field` fills it; a
 //! probe at each RET sends it.
 
-use apiscope_common::{HEADER_MESSAGE_RESPONSE, HEADER_MESSAGE_TRAILERS, Probe};
+use apiscope_common::{
+    HEADER_MESSAGE_RESPONSE, HEADER_MESSAGE_TRAILERS, Probe, WIRE_HPACK_RESPONSES,
+};
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::uprobe, programs::ProbeContext};
 
 use crate::header_block::{
     header_hook_offsets, open_block, read_response_start, scratch_block, submit_header_block,
 };
-use crate::maps::{OPEN_RESPONSES, hit, process_address, regs};
+use crate::maps::{OPEN_RESPONSES, hit, process_address, regs, wire_decodes_headers};
 
 #[uprobe]
 pub fn http2_write_res_headers_entry(ctx: ProbeContext) -> u32 {
@@ -23,6 +25,11 @@ pub fn http2_write_res_headers_entry(ctx: ProbeContext) -> u32 {
     let Some((stream_id, status, conn)) = read_response_start(writer, server_conn, &o) else {
         return 0;
     };
+    let pid = (pid_tgid >> 32) as u32;
+    // No block opened: the WriteField hits that follow find none and return.
+    if wire_decodes_headers(pid, conn, WIRE_HPACK_RESPONSES) {
+        return 0;
+    }
     let Some(block) = scratch_block() else {
         return 0;
     };
@@ -35,7 +42,6 @@ pub fn http2_write_res_headers_entry(ctx: ProbeContext) -> u32 {
     open_block(
         block, conn, goroutine, pid_tgid, &o, stream_id, message, status,
     );
-    let pid = (pid_tgid >> 32) as u32;
     let _ = OPEN_RESPONSES.insert(&process_address(pid, goroutine), block, 0);
     0
 }

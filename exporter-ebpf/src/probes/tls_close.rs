@@ -8,7 +8,9 @@ use aya_ebpf::{
 };
 
 use crate::emit::{connection_info, ring_output};
-use crate::maps::{CONNECTIONS, GO_OFFSETS, SCRATCH, hit, process_address, regs};
+use crate::maps::{
+    CONNECTIONS, GO_OFFSETS, SCRATCH, hit, process_address, regs, wire_connection_closed,
+};
 
 #[uprobe]
 pub fn tls_close_entry(ctx: ProbeContext) -> u32 {
@@ -39,6 +41,8 @@ pub fn tls_close_entry(ctx: ProbeContext) -> u32 {
         conn: connection_info(&key, conn, &offsets),
     };
     let _ = CONNECTIONS.remove(&key);
+    // The next connection Go allocates at this address starts unknown.
+    wire_connection_closed(&key);
     ring_output(
         &event.header as *const ChunkHeader as *const core::ffi::c_void,
         core::mem::size_of::<ChunkHeader>() as u64,
