@@ -9,6 +9,7 @@ use clap::Args;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
+use crate::capture::hook_switches::{HookState, HookSwitches};
 use crate::capture::{ChunkEventKind, TlsChunk};
 use crate::exchange::{
     ConnectionFacts, Ending, Exchange, ExchangeAssembler, ExchangeLimits, ExchangeMetrics,
@@ -133,6 +134,9 @@ impl DecodeMetrics {
 struct ConnectionState {
     decoder: ProtocolDecoder,
     exchanges: ExchangeAssembler,
+    /// What the kernel side was last told about this connection's header hooks (`None`:
+    /// nothing, they are on).
+    hooks: Option<HookState>,
 }
 
 /// Chunks in, API requests out.
@@ -147,6 +151,8 @@ pub struct DecodePipeline {
     watches: Arc<WatchStreams>,
     policy: CapturePolicy,
     capture_limits: CaptureLimits,
+    /// Live capture only: where to say which connections need the header hooks.
+    hook_switches: Option<Arc<HookSwitches>>,
 }
 
 impl DecodePipeline {
@@ -187,7 +193,14 @@ impl DecodePipeline {
             body_limits,
             policy,
             capture_limits,
+            hook_switches: None,
         }
+    }
+
+    /// Reports to `switches` the server connections whose header blocks the wire decodes alone
+    /// (their header hooks can be off) and those that lost that (hooks back on).
+    pub fn report_hook_switches(&mut self, switches: Arc<HookSwitches>) {
+        self.hook_switches = Some(switches);
     }
 
     pub fn set_realtime_offset(&mut self, realtime_offset_ns: i64) {
@@ -231,6 +244,9 @@ impl DecodePipeline {
                 state
                     .exchanges
                     .set_protocol(protocol_label(state.decoder.protocol()));
+                if let Some(switches) = &self.hook_switches {
+                    switch_hooks(state, chunk, switches);
+                }
                 for event in self.events.drain(..) {
                     state
                         .exchanges
@@ -313,6 +329,10 @@ impl DecodePipeline {
     fn end_evicted(&mut self, evicted: Vec<Evicted<ConnectionState>>) {
         for evicted in evicted {
             if let Some(mut state) = evicted.state {
+                // Its HPACK tables are forgotten with it: the hooks must take over.
+                if let (Some(switches), Some(HookState::Off)) = (&self.hook_switches, state.hooks) {
+                    switches.switch(&evicted.connection, HookState::On);
+                }
                 state.exchanges.close(Ending::Evicted, &mut self.finished);
             }
         }
@@ -343,6 +363,22 @@ impl DecodePipeline {
             out.push(request);
         }
     }
+}
+
+/// Off once the wire decodes the server connection's header blocks alone; on again, for good,
+/// once it cannot.
+fn switch_hooks(state: &mut ConnectionState, chunk: &TlsChunk, switches: &HookSwitches) {
+    if chunk.role != Role::Server || state.hooks == Some(HookState::On) {
+        return;
+    }
+    let decodable = state.decoder.header_blocks_decodable();
+    let next = match (state.hooks, decodable) {
+        (None, true) => HookState::Off,
+        (Some(HookState::Off), false) => HookState::On,
+        _ => return,
+    };
+    state.hooks = Some(next);
+    switches.switch(&chunk.connection, next);
 }
 
 fn protocol_label(protocol: Protocol) -> &'static str {
@@ -381,5 +417,6 @@ fn connection_state(
             },
         )
         .with_response_streams(watches.clone()),
+        hooks: None,
     }
 }

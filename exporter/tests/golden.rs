@@ -231,3 +231,81 @@ fn frames_are_reported_only_when_asked_and_change_nothing_else() {
     assert_eq!(plain, framed);
     assert!(plain.iter().all(|r| r.frames.is_none()));
 }
+
+/// The decoder switches the header hooks off for exactly the connections whose header blocks
+/// it decodes from the wire, on real recorded traffic, and back on for good at a loss.
+#[test]
+fn header_hooks_are_switched_off_only_where_the_wire_decodes_every_block() {
+    use apiscope::capture::ChunkEventKind;
+    use apiscope::capture::hook_switches::{HookState, HookSwitches};
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+
+    for name in ["cluster.pcapng.gz", "cluster-v1.37.2.pcapng.gz"] {
+        let path = fixtures().join(name);
+        let file = std::fs::File::open(&path).unwrap();
+        let mut reader = ChunkReader::new(BufReader::new(flate2::read::GzDecoder::new(file)));
+        let switches = Arc::new(HookSwitches::default());
+        let mut pipeline = DecodePipeline::new(DecodeConfig::default(), 0);
+        pipeline.report_hook_switches(switches.clone());
+        let metrics = DecodeMetrics::default();
+        let mut requests = Vec::new();
+        // When each connection's hooks went off: the index of the first request after it.
+        let mut off_since: BTreeMap<(u32, u64), usize> = BTreeMap::new();
+        let mut lost: Option<(u32, u64)> = None;
+        while let Some(chunk) = reader.next() {
+            let mut chunk = chunk.unwrap();
+            let key = (chunk.connection.pid, chunk.connection.conn_ptr);
+            // The first switched-off connection loses the next chunk it sends: a gap.
+            if lost.is_none() && off_since.contains_key(&key) {
+                if let ChunkEventKind::Data { len, data, .. } = &mut chunk.kind {
+                    if *len > 0 {
+                        data.0.clear();
+                        lost = Some(key);
+                    }
+                }
+            }
+            pipeline.push(&chunk, &metrics, &mut requests);
+            for (key, state) in switches.take() {
+                match state {
+                    HookState::Off => {
+                        assert!(
+                            off_since.insert(key, requests.len()).is_none(),
+                            "{name}: switched off twice: {key:?}"
+                        );
+                    }
+                    HookState::On => {
+                        assert_eq!(Some(key), lost, "{name}: back on without a loss");
+                        off_since.remove(&key);
+                    }
+                }
+            }
+        }
+        pipeline.finish(&metrics, &mut requests);
+        assert!(lost.is_some(), "{name}: no connection was switched off");
+        assert!(
+            !off_since.contains_key(&lost.unwrap()),
+            "{name}: the hooks stayed off after a gap"
+        );
+        // Off connections: every request that began after the switch was decoded from the wire.
+        let mut checked = BTreeSet::new();
+        for (key, since) in &off_since {
+            for request in requests[*since..]
+                .iter()
+                .filter(|r| (r.connection.pid, r.connection.conn_ptr) == *key)
+            {
+                assert_eq!(request.headers_source, "wire", "{name}: {request:?}");
+                checked.insert(*key);
+            }
+        }
+        assert!(!checked.is_empty(), "{name}: no request after a switch-off");
+        // Connections older than the recording needed the hooks: none of them was switched off.
+        for request in requests.iter().filter(|r| r.headers_source == "hook") {
+            let key = (request.connection.pid, request.connection.conn_ptr);
+            assert!(
+                !off_since.contains_key(&key),
+                "{name}: hooks off on a connection that needed them: {request:?}"
+            );
+        }
+    }
+}

@@ -12,6 +12,7 @@ use tracing::info;
 
 use super::output::Output;
 use crate::capture::config::CaptureConfig;
+use crate::capture::hook_switches::HookSwitches;
 use crate::capture::metrics::CaptureMetrics;
 use crate::capture::queue::chunk_queue;
 use crate::capture::run::{FLUSH_GRACE, run_capture};
@@ -47,6 +48,8 @@ pub async fn capture(
         None => None,
     };
     let (sender, mut receiver) = chunk_queue(config.queue_capacity);
+    let hook_switches = Arc::new(HookSwitches::default());
+    output.report_hook_switches(hook_switches.clone());
     let request_metrics = output.request_metrics();
     let mut recording = record.as_deref().map(PcapngWriter::create).transpose()?;
     // Decoding and output run on their own thread: they must not stall the ring-buffer reader.
@@ -105,7 +108,15 @@ pub async fn capture(
             request_metrics.set_release(release);
         }
     };
-    let result = run_capture(config, metrics.clone(), sender, on_attach, stop).await;
+    let result = run_capture(
+        config,
+        metrics.clone(),
+        sender,
+        hook_switches,
+        on_attach,
+        stop,
+    )
+    .await;
     tokio::time::timeout(FLUSH_GRACE, writer)
         .await
         .context("output did not finish in time")?

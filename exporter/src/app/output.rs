@@ -10,6 +10,7 @@ use anyhow::Result;
 use prometheus_client::registry::Registry;
 
 use crate::capture::TlsChunk;
+use crate::capture::hook_switches::HookSwitches;
 use crate::filter::Filter;
 use crate::k8s::ApiRequest;
 use crate::pipeline::{DecodeConfig, DecodeMetrics, DecodePipeline};
@@ -86,6 +87,14 @@ impl Output {
 
     pub fn request_metrics(&self) -> Arc<RequestMetrics> {
         self.sinks.request_metrics().clone()
+    }
+
+    /// Live capture: the decoder tells `switches` which connections need the header hooks.
+    /// `--format chunks` decodes nothing, so its hooks all stay on.
+    pub fn report_hook_switches(&mut self, switches: Arc<HookSwitches>) {
+        if self.chunk_writer.is_none() {
+            self.pipeline.report_hook_switches(switches);
+        }
     }
 
     pub fn set_realtime_offset(&mut self, realtime_offset_ns: i64) {

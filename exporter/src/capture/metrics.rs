@@ -13,6 +13,12 @@ pub struct ProbeLabels {
     pub probe: &'static str,
 }
 
+/// `state`: `off` when a connection's header hooks were switched off, `on` when back on.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookSwitchLabels {
+    pub state: &'static str,
+}
+
 #[derive(Default, Debug)]
 pub struct CaptureMetrics {
     /// Ring-buffer records decoded into chunks.
@@ -41,6 +47,11 @@ pub struct CaptureMetrics {
     pub header_fields_dropped: Counter,
     /// Header blocks the kernel side lost (unreadable Go memory, ring buffer full).
     pub header_blocks_failed: Counter,
+    /// Header hook hits that returned at once: the wire decoder knew the connection's HPACK table.
+    pub header_hooks_skipped: Counter,
+    /// Connections whose header hooks are off (the wire decoder knows their HPACK tables) or
+    /// back on, as told to the kernel side.
+    pub header_hook_switches: Family<HookSwitchLabels, Counter>,
     /// Processes attached without the header hooks (symbols or offsets missing).
     pub header_hooks_unavailable: Counter,
     /// Processes attached whose Go release is newer than the offsets table (TLS capture only).
@@ -139,6 +150,16 @@ impl CaptureMetrics {
             self.header_blocks_failed.clone(),
         );
         r.register(
+            "header_hooks_skipped",
+            "Header hook hits that returned at once because the wire decoder knew the connection's HPACK table",
+            self.header_hooks_skipped.clone(),
+        );
+        r.register(
+            "header_hook_switches",
+            "Per-connection header hooks switched off (state=off: the wire decoder knows the HPACK tables) or back on",
+            self.header_hook_switches.clone(),
+        );
+        r.register(
             "header_hooks_unavailable",
             "Processes attached without the HTTP/2 header hooks (TLS capture only)",
             self.header_hooks_unavailable.clone(),
@@ -174,6 +195,10 @@ impl CaptureMetrics {
         raise(
             &self.header_blocks_failed,
             total(KernelCounter::HeaderBlocksFailed),
+        );
+        raise(
+            &self.header_hooks_skipped,
+            total(KernelCounter::HeaderHooksSkipped),
         );
     }
 
@@ -221,6 +246,7 @@ impl CaptureMetrics {
             "header_blocks": self.header_blocks.get(),
             "header_fields_dropped": self.header_fields_dropped.get(),
             "header_blocks_failed": self.header_blocks_failed.get(),
+            "header_hooks_skipped": self.header_hooks_skipped.get(),
             "header_hooks_unavailable": self.header_hooks_unavailable.get(),
             "newer_go_release_attaches": self.newer_than_offsets_table.get(),
         })

@@ -6,6 +6,7 @@ pub mod config;
 pub mod discovery;
 pub mod ebpf_object;
 pub mod gobinary;
+pub mod hook_switches;
 pub mod metrics;
 pub mod queue;
 pub mod run;

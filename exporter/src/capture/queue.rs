@@ -30,24 +30,24 @@ pub struct ChunkSender {
 }
 
 impl ChunkSender {
-    /// Queues as much of `batch` as the bound leaves room for; returns how many chunks were
-    /// dropped (the tail of the batch, or all of it when the decoder is gone).
-    pub fn send(&self, mut batch: Vec<TlsChunk>) -> usize {
+    /// Queues as much of `batch` as the bound leaves room for; returns the chunks dropped (the
+    /// tail of the batch, or all of it when the decoder is gone).
+    pub fn send(&self, mut batch: Vec<TlsChunk>) -> Vec<TlsChunk> {
         if batch.is_empty() {
-            return 0;
+            return Vec::new();
         }
         let queued = self.queued.load(Ordering::Acquire);
         let room = self.capacity.saturating_sub(queued);
-        let dropped = batch.len().saturating_sub(room);
-        batch.truncate(room);
+        let mut dropped = batch.split_off(room.min(batch.len()));
         if batch.is_empty() {
             return dropped;
         }
         let sent = batch.len();
         self.queued.fetch_add(sent, Ordering::AcqRel);
-        if self.sender.send(batch).is_err() {
+        if let Err(mpsc::error::SendError(mut batch)) = self.sender.send(batch) {
             self.queued.fetch_sub(sent, Ordering::AcqRel);
-            return dropped + sent;
+            batch.append(&mut dropped);
+            return batch;
         }
         dropped
     }
@@ -90,14 +90,18 @@ mod tests {
     #[tokio::test]
     async fn the_bound_counts_chunks_not_batches() {
         let (sender, mut receiver) = chunk_queue(5);
-        assert_eq!(sender.send((0..3).map(chunk).collect()), 0);
+        assert!(sender.send((0..3).map(chunk).collect()).is_empty());
         // Room for 2 more: the batch's tail is dropped.
-        assert_eq!(sender.send((3..7).map(chunk).collect()), 2);
-        assert_eq!(sender.send(vec![chunk(9)]), 1);
+        let dropped = sender.send((3..7).map(chunk).collect());
+        assert_eq!(
+            dropped.iter().map(|c| c.timestamp_ns).collect::<Vec<_>>(),
+            [5, 6]
+        );
+        assert_eq!(sender.send(vec![chunk(9)]).len(), 1);
         let first = receiver.recv().await.unwrap();
         assert_eq!(first.len(), 3);
         // Receiving frees room.
-        assert_eq!(sender.send(vec![chunk(10), chunk(11)]), 0);
+        assert!(sender.send(vec![chunk(10), chunk(11)]).is_empty());
         let second = receiver.recv().await.unwrap();
         assert_eq!(
             second.iter().map(|c| c.timestamp_ns).collect::<Vec<_>>(),
@@ -112,6 +116,6 @@ mod tests {
     async fn a_gone_decoder_drops_everything() {
         let (sender, receiver) = chunk_queue(5);
         drop(receiver);
-        assert_eq!(sender.send(vec![chunk(1), chunk(2)]), 2);
+        assert_eq!(sender.send(vec![chunk(1), chunk(2)]).len(), 2);
     }
 }

@@ -11,17 +11,20 @@ use tracing::{info, warn};
 use super::chunk::{ChunkEventKind, TlsChunk};
 use super::config::CaptureConfig;
 use super::discovery::{diff_targets, find_targets};
+use super::hook_switches::{HookState, HookSwitches};
 use super::metrics::CaptureMetrics;
 use super::queue::ChunkSender;
 use super::tracer::{ConnectionTable, ProbePoints, Tracer, parse_record};
 
 /// Runs until `stop` resolves, sending chunks to `chunks`, a batch per drain. When the receiver
-/// lags, chunks are dropped and counted rather than letting the ring buffer fill. `on_attach`
-/// hears of each process attached, with what its binary told.
+/// lags, chunks are dropped and counted rather than letting the ring buffer fill. The decoder's
+/// `hook_switches` reach the kernel side at each drain. `on_attach` hears of each process
+/// attached, with what its binary told.
 pub async fn run_capture(
     config: CaptureConfig,
     metrics: Arc<CaptureMetrics>,
     chunks: ChunkSender,
+    hook_switches: Arc<HookSwitches>,
     mut on_attach: impl FnMut(u32, &ProbePoints),
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
@@ -89,17 +92,24 @@ pub async fn run_capture(
                 sync_kernel_counters(&tracer, &metrics);
             }
             _ = drain_tick.tick() => {
-                drain(ring.get_mut(), &mut connections, &metrics, &chunks);
+                drain(ring.get_mut(), &mut connections, &metrics, &chunks, &hook_switches);
+                tracer.apply_hook_switches(hook_switches.take());
             }
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut connections, &metrics, &chunks);
+                drain(guard.get_inner_mut(), &mut connections, &metrics, &chunks, &hook_switches);
                 guard.clear_ready();
             }
         }
     }
     // Whatever is already in the ring buffer still belongs to the capture.
-    drain(ring.get_mut(), &mut connections, &metrics, &chunks);
+    drain(
+        ring.get_mut(),
+        &mut connections,
+        &metrics,
+        &chunks,
+        &hook_switches,
+    );
     sync_kernel_counters(&tracer, &metrics);
     for pid in tracer.attached_targets().into_keys() {
         tracer.detach(pid);
@@ -112,11 +122,16 @@ fn drain(
     connections: &mut ConnectionTable,
     metrics: &CaptureMetrics,
     chunks: &ChunkSender,
+    hook_switches: &HookSwitches,
 ) {
     let mut batch: Vec<TlsChunk> = Vec::new();
     let send = |batch: &mut Vec<TlsChunk>| {
         let dropped = chunks.send(std::mem::take(batch));
-        metrics.queue_full_drops.inc_by(dropped as u64);
+        metrics.queue_full_drops.inc_by(dropped.len() as u64);
+        // The decoder will miss these bytes without noticing: their connections need the hooks.
+        for chunk in &dropped {
+            hook_switches.switch(&chunk.connection, HookState::On);
+        }
     };
     while let Some(record) = ring.next() {
         let Ok((header, payload)) = parse_record(&record) else {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 use apiscope_common::{
     ChunkHeader, ChunkKind, GoOffsets, KERNEL_COUNTER_SLOTS, KernelCounter, MAX_CHUNK_DATA,
-    PROBE_SLOTS, Probe,
+    PROBE_SLOTS, Probe, ProcessAddress, WIRE_HPACK_LOST, WIRE_HPACK_REQUESTS, WIRE_HPACK_RESPONSES,
 };
 use aya::Ebpf;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
@@ -24,7 +24,8 @@ use super::gobinary::{
     GoBinary, Http2Offsets, Http2OffsetsSource, VERIFIED_GO_MINOR_VERSIONS, http2_offsets,
     newer_release_offsets, std_http2_offsets, struct_offsets,
 };
-use super::metrics::CaptureMetrics;
+use super::hook_switches::HookState;
+use super::metrics::{CaptureMetrics, HookSwitchLabels};
 
 /// Go functions and the program attached to each. Read gets `tls_read_record` after each of its
 /// calls to readRecordOrCCS, or, where its code is not recognised, `tls_read_return` at every
@@ -527,6 +528,38 @@ impl Tracer {
         }
     }
 
+    /// Tells the header hooks which connections the wire decoder covers (see
+    /// [`super::hook_switches`]). `Off` only creates an entry, so it never overrides the
+    /// tombstone of a loss the kernel side saw first; `On` is that tombstone.
+    pub fn apply_hook_switches(&mut self, switches: HashMap<(u32, u64), HookState>) {
+        if switches.is_empty() {
+            return;
+        }
+        let Some(map) = self.ebpf.map_mut("WIRE_HPACK_KNOWN") else {
+            return;
+        };
+        let Ok(mut map) = BpfHashMap::<_, ProcessAddress, u32>::try_from(map) else {
+            return;
+        };
+        for ((pid, addr), state) in switches {
+            let key = ProcessAddress { addr, pid, _pad: 0 };
+            let (value, flags, label) = match state {
+                HookState::Off => (
+                    WIRE_HPACK_REQUESTS | WIRE_HPACK_RESPONSES,
+                    BPF_NOEXIST,
+                    "off",
+                ),
+                HookState::On => (WIRE_HPACK_LOST, 0, "on"),
+            };
+            if map.insert(key, value, flags).is_ok() {
+                self.metrics
+                    .header_hook_switches
+                    .get_or_create(&HookSwitchLabels { state: label })
+                    .inc();
+            }
+        }
+    }
+
     /// Sums the kernel side's per-CPU counters.
     pub fn kernel_counters(&self) -> Result<[u64; KERNEL_COUNTER_SLOTS as usize]> {
         self.per_cpu_sums("COUNTERS")
@@ -553,6 +586,9 @@ impl Tracer {
             .unwrap_or(0)
     }
 }
+
+/// `bpf_map_update_elem` flag: create the entry, fail if it exists (linux/bpf.h).
+const BPF_NOEXIST: u64 = 1;
 
 /// Ring-buffer record -> header + payload. Malformed records (never expected from our own
 /// programs, but the kernel boundary is checked anyway) are rejected, not guessed at.

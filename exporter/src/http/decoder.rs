@@ -145,6 +145,12 @@ impl ProtocolDecoder {
         }
     }
 
+    /// HTTP/2 whose every header block the wire decodes (see
+    /// [`Http2Connection::header_blocks_decodable`]).
+    pub fn header_blocks_decodable(&self) -> bool {
+        matches!(&self.stage, Stage::Http2(connection) if connection.header_blocks_decodable())
+    }
+
     pub fn protocol(&self) -> Protocol {
         match self.stage {
             Stage::Detecting(_) => Protocol::Unknown,

@@ -188,6 +188,15 @@ impl Http2Connection {
         self.dirs.iter().map(DirectionState::buffered_bytes).sum()
     }
 
+    /// Whether both directions are in frame sync with every HPACK table entry known: the
+    /// wire alone then decodes every header block, and the header hooks in the traced process
+    /// (for connections older than the capture) have nothing to add.
+    pub fn header_blocks_decodable(&self) -> bool {
+        self.dirs
+            .iter()
+            .all(|d| !matches!(d.reader, Reader::Unsynced { .. }) && d.hpack.is_fully_known())
+    }
+
     /// `len` bytes of `direction` were dropped before this decoder was created (while the
     /// protocol was being detected): they count as stream bytes without frame sync.
     pub fn skip_unsynced(&mut self, direction: Direction, len: u64) {
