@@ -117,6 +117,26 @@ fn every_audited_request_has_a_matching_api_request_on(
         "audited requests without an ApiRequest:\n{missed:#?}"
     );
     assert_eq!(report.undecodable, 0, "ApiRequests without request headers");
+    // ...while the new connections (kubectl's) had their header hooks switched off, the wire
+    // decoding them alone: the matches above include those requests.
+    let samples = apiscope_e2e::bench::metrics_text::parse(&metrics);
+    let switched_off = samples.iter().any(|s| {
+        s.name == "apiscope_capture_header_hook_switches_total"
+            && s.label("state") == Some("off")
+            && s.value > 0.0
+    });
+    assert!(
+        switched_off,
+        "no connection had its header hooks switched off"
+    );
+    let skipped = apiscope_e2e::bench::metrics_text::total(
+        &samples,
+        "apiscope_capture_header_hooks_skipped_total",
+    );
+    assert!(
+        skipped.is_some_and(|n| n > 0.0),
+        "no header hook hit skipped: {skipped:?}"
+    );
     if !join_without_audit_id {
         assert_eq!(report.matched_without_audit_id, 0);
     }
