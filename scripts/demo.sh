@@ -7,6 +7,7 @@ source "$(dirname "$0")/common.sh"
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { log "the demo attaches eBPF uprobes: run it as root"; exit 1; }
 dir="${DEMO_DIR:-$(mktemp -d /tmp/apiscope-demo.XXXXXX)}"
+mkdir -p "$dir"
 metrics_address="${DEMO_METRICS_ADDRESS:-127.0.0.1:9464}"
 ui_address="${DEMO_UI_ADDRESS:-127.0.0.1:9465}"
 started=$(date +%s)
