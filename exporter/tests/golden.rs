@@ -244,7 +244,7 @@ fn header_hooks_are_switched_off_only_where_the_wire_decodes_every_block() {
     for name in ["cluster.pcapng.gz", "cluster-v1.37.2.pcapng.gz"] {
         let path = fixtures().join(name);
         let file = std::fs::File::open(&path).unwrap();
-        let mut reader = ChunkReader::new(BufReader::new(flate2::read::GzDecoder::new(file)));
+        let reader = ChunkReader::new(BufReader::new(flate2::read::GzDecoder::new(file)));
         let switches = Arc::new(HookSwitches::default());
         let mut pipeline = DecodePipeline::new(DecodeConfig::default(), 0);
         pipeline.report_hook_switches(switches.clone());
@@ -253,7 +253,7 @@ fn header_hooks_are_switched_off_only_where_the_wire_decodes_every_block() {
         // When each connection's hooks went off: the index of the first request after it.
         let mut off_since: BTreeMap<(u32, u64), usize> = BTreeMap::new();
         let mut lost: Option<(u32, u64)> = None;
-        while let Some(chunk) = reader.next() {
+        for chunk in reader {
             let mut chunk = chunk.unwrap();
             let key = (chunk.connection.pid, chunk.connection.conn_ptr);
             // The first switched-off connection loses the next chunk it sends: a gap.
