@@ -153,6 +153,9 @@ try {
   // 5. The detail pane: frames and a hex dump.
   await applyFilter(page, detailFilter);
   await page.waitForSelector("[data-testid=row]", { timeout });
+  // The header's count renders with the rows it counts, not a throttle interval later.
+  const kept = await page.innerText("[data-testid=row-count]");
+  check(!kept.startsWith("0 "), `the header counts the rows shown (${kept})`);
   await page.click("[data-testid=row] >> nth=0");
   await page.waitForSelector("[data-testid=detail] section", { timeout });
   if (expectFrames) {
