@@ -17,10 +17,19 @@ use apiscope_common::{ChunkKind, GoBytesReader, KernelCounter, Probe, SpilledRea
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::uprobe, programs::ProbeContext};
 
 use crate::emit::{emit_payload, read_user};
-use crate::maps::{GO_OFFSETS, count, hit, regs};
+use crate::maps::{GO_OFFSETS, count, hit, process_address, regs, wire_bytes_lost};
 
 /// Largest plaintext of one TLS record (RFC 8446 5.1, RFC 5246 6.2.1).
 const MAX_RECORD_PLAINTEXT: u64 = 1 << 14;
+
+/// A record of `conn` went by unread: counted, and the wire decoder can no longer be trusted
+/// with its headers, so the header hooks stay on for it (as for every other loss, in `emit`).
+#[inline(always)]
+fn record_lost(pid: u32, conn: u64) -> u32 {
+    count(KernelCounter::ReadRecordUnreadable, 1);
+    wire_bytes_lost(&process_address(pid, conn));
+    0
+}
 
 #[uprobe]
 pub fn tls_read_record(ctx: ProbeContext) -> u32 {
@@ -42,12 +51,10 @@ pub fn tls_read_record(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let Some(input) = read_user::<GoBytesReader>(conn + offsets.tls_conn_input) else {
-        count(KernelCounter::ReadRecordUnreadable, 1);
-        return 0;
+        return record_lost(pid, conn);
     };
     if input.consumed < 0 || input.len > input.cap || input.consumed as u64 > input.len {
-        count(KernelCounter::ReadRecordUnreadable, 1);
-        return 0;
+        return record_lost(pid, conn);
     }
     let unread = input.len - input.consumed as u64;
     if unread == 0 {
@@ -55,8 +62,7 @@ pub fn tls_read_record(ctx: ProbeContext) -> u32 {
         return 0;
     }
     if unread > MAX_RECORD_PLAINTEXT {
-        count(KernelCounter::ReadRecordUnreadable, 1);
-        return 0;
+        return record_lost(pid, conn);
     }
     emit_payload(
         ChunkKind::Read,
