@@ -1,4 +1,6 @@
-//! The `--serve-ui` / `--ui-*` flags and starting the server from them.
+//! The `--serve-ui` / `--ui-*` flags and starting the server from them. `capture` takes
+//! [`LiveUiArgs`] (`--serve-ui` plus the server flags), `relay` its own `--listen` plus the same
+//! [`LiveServerArgs`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +23,13 @@ pub struct LiveUiArgs {
     /// (default 127.0.0.1:9465: this node only). Requires the bearer token (see --ui-token-file).
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_UI_ADDRESS)]
     pub serve_ui: Option<SocketAddr>,
+    #[command(flatten)]
+    pub server: LiveServerArgs,
+}
+
+/// The live view server's own flags: token, TLS, bounds.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LiveServerArgs {
     /// File holding the live view's bearer token. Without it a random token is made at start,
     /// written to a 0600 file under the runtime directory and printed once, in the UI's URL, on
     /// stderr.
@@ -49,13 +58,7 @@ pub struct LiveUiArgs {
 impl LiveUiArgs {
     /// The bus, when the live view is on.
     pub fn bus(&self) -> Option<Arc<LiveBus>> {
-        self.serve_ui.map(|_| {
-            LiveBus::new(LiveLimits {
-                max_history: self.ui_max_history.max(1),
-                max_history_bytes: self.ui_max_history_bytes,
-                subscriber_queue: self.ui_subscriber_queue.max(1),
-            })
-        })
+        self.serve_ui.map(|_| self.server.bus())
     }
 
     /// Starts the server for `bus` (when `--serve-ui` is given); prints where to open it.
@@ -63,9 +66,29 @@ impl LiveUiArgs {
         &self,
         bus: &Arc<LiveBus>,
     ) -> Result<Option<(SocketAddr, tokio::task::JoinHandle<()>)>> {
-        let Some(address) = self.serve_ui else {
-            return Ok(None);
-        };
+        match self.serve_ui {
+            Some(address) => Ok(Some(self.server.serve(address, "serve-ui", bus).await?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl LiveServerArgs {
+    pub fn bus(&self) -> Arc<LiveBus> {
+        LiveBus::new(LiveLimits {
+            max_history: self.ui_max_history.max(1),
+            max_history_bytes: self.ui_max_history_bytes,
+            subscriber_queue: self.ui_subscriber_queue.max(1),
+        })
+    }
+
+    /// Serves `bus` on `address` (`mode` goes into `hello`); prints where to open it.
+    pub async fn serve(
+        &self,
+        address: SocketAddr,
+        mode: &'static str,
+        bus: &Arc<LiveBus>,
+    ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
         let (token, generated) = match &self.ui_token_file {
             Some(path) => (Token::from_file(path)?, None),
             None => {
@@ -76,6 +99,7 @@ impl LiveUiArgs {
         };
         let url_token = generated.as_ref().map(|_| token.as_text());
         let config = LiveServerConfig {
+            mode,
             write_timeout: self.ui_write_timeout,
             ..LiveServerConfig::default()
         };
@@ -113,6 +137,6 @@ impl LiveUiArgs {
                 bound.port()
             ),
         }
-        Ok(Some((bound, task)))
+        Ok((bound, task))
     }
 }
