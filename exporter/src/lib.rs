@@ -3,7 +3,8 @@
 //! capture (eBPF uprobes on Go crypto/tls -> `TlsChunk`) -> reassembly (ordered byte streams per
 //! connection and direction) -> http (HTTP/2 + HPACK, HTTP/1.1 -> `HttpEvent`) -> exchange (one
 //! request + response per stream) -> k8s (`ApiRequest`) -> policy (capture level, redaction) -> sinks.
-//! `record` writes and reads the chunk stream as pcapng.
+//! `record` writes and reads the chunk stream as pcapng. `relay` reads what the sinks sent to
+//! Kafka back into requests for the live view.
 
 pub mod app;
 pub mod capture;
@@ -15,5 +16,6 @@ pub mod pipeline;
 pub mod policy;
 pub mod reassembly;
 pub mod record;
+pub mod relay;
 pub mod sinks;
 pub mod vocabulary;

@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use anyhow::Result;
 use apiscope::app::config_file::{file_arguments, with_file_arguments};
 use apiscope::app::doctor::{Verdict, doctor};
-use apiscope::app::{CAPTURE_SINK_DEADLINE, Output, capture, replay};
+use apiscope::app::{CAPTURE_SINK_DEADLINE, Output, capture, relay, replay};
 use apiscope::capture::config::CaptureConfig;
 use apiscope::filter::Filter;
 use apiscope::pipeline::DecodeConfig;
 use apiscope::record::realtime_minus_monotonic_ns;
+use apiscope::relay::RelayArgs;
 use apiscope::sinks::live::args::LiveUiArgs;
 use apiscope::sinks::otlp::OtlpArgs;
 use apiscope::sinks::stdout::OutputFormat;
@@ -100,6 +101,15 @@ enum Command {
         #[command(flatten)]
         otlp: OtlpArgs,
     },
+    /// Serve the live view for the whole cluster from the collector's Kafka traces topic (what
+    /// every exporter sent), to any number of browsers; run several behind one Service.
+    Relay {
+        #[command(flatten)]
+        relay: RelayArgs,
+        /// Serve Prometheus metrics on this address (`/metrics`); "off" disables it.
+        #[arg(long, default_value = "127.0.0.1:9464", value_parser = parse_metrics_address)]
+        metrics_address: MetricsAddress,
+    },
 }
 
 fn main() -> Result<()> {
@@ -155,6 +165,14 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Relay {
+            relay: args,
+            metrics_address,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(relay(args, metrics_address.0)),
         Command::Replay {
             file,
             decode,

@@ -11,7 +11,7 @@
 
 pub mod attributes;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 pub mod live;
 pub mod otlp;
 pub mod prometheus;

@@ -74,7 +74,8 @@ impl fmt::Debug for OtlpSink {
     }
 }
 
-const SCOPE: &str = "apiscope";
+/// The instrumentation scope of every span and log record (the relay reads only its own).
+pub const SCOPE: &str = "apiscope";
 
 impl OtlpSink {
     /// Builds the exporters and providers for `args`; `None` when no endpoint is configured.

@@ -1,0 +1,38 @@
+//! `apiscope relay`: Kafka -> live bus -> WebSocket, plus `/metrics`; stops on SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Result;
+use prometheus_client::registry::Registry;
+use tracing::info;
+
+use crate::relay::{KafkaSource, RelayArgs, RelayMetrics};
+use crate::sinks::prometheus::serve_metrics;
+
+pub async fn relay(args: RelayArgs, metrics_address: Option<SocketAddr>) -> Result<()> {
+    let source_config = args.source_config()?;
+    let bus = args.server.bus();
+    let metrics = Arc::new(RelayMetrics::default());
+    let mut registry = Registry::default();
+    bus.metrics().register(&mut registry);
+    metrics.register(&mut registry);
+    let metrics_server = match metrics_address {
+        Some(address) => Some(serve_metrics(address, Arc::new(registry)).await?.1),
+        None => None,
+    };
+    let source = KafkaSource::start(source_config, bus.clone(), metrics)?;
+    let (_, live_server) = args.server.serve(args.listen, "relay", &bus).await?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping"),
+        _ = sigterm.recv() => info!("SIGTERM: stopping"),
+    }
+    live_server.abort();
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
+    // Joins the Kafka thread (it polls with a short timeout).
+    tokio::task::spawn_blocking(move || drop(source)).await?;
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! Reads the traces topic into the live bus. Every relay reads every partition itself, from
+//! `--history-window` ago (the broker's time index, `offsets_for_times`) and then as records
+//! arrive: no consumer group splits the stream and no offset is ever committed, so every relay
+//! behind one Service holds the same requests, and a restart starts from the window again.
+//! The Kafka client is blocking; it runs on its own thread and only publishes to the bus, which
+//! never waits for a browser.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{debug, info, warn};
+
+use super::decode::decode_traces_record;
+use super::metrics::RelayMetrics;
+use crate::sinks::live::LiveBus;
+
+/// How the relay reaches Kafka.
+#[derive(Clone, Debug)]
+pub struct KafkaSourceConfig {
+    pub brokers: String,
+    pub topic: String,
+    pub history_window: Duration,
+    /// librdkafka properties given with `--kafka-property KEY=VALUE` (TLS, SASL, ...).
+    pub properties: Vec<(String, String)>,
+}
+
+/// How often the topic's partition count is checked (partitions added later are read from
+/// their beginning).
+const METADATA_REFRESH: Duration = Duration::from_secs(30);
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
+/// What the client may buffer ahead of the bus (librdkafka's default is 64 MiB per client).
+const MAX_PREFETCH_KBYTES: &str = "16384";
+
+/// The reading thread; dropping it stops and joins it.
+pub struct KafkaSource {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KafkaSource {
+    /// Checks the configuration (a bad property fails here, not later on the thread) and starts
+    /// reading. The topic need not exist yet: the thread waits for it.
+    pub fn start(
+        config: KafkaSourceConfig,
+        bus: Arc<LiveBus>,
+        metrics: Arc<RelayMetrics>,
+    ) -> Result<KafkaSource> {
+        let consumer = create_consumer(&config)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("relay-kafka".into())
+                .spawn(move || read_topic(consumer, &config, &bus, &metrics, &stop))
+                .context("starting the Kafka reader")?
+        };
+        Ok(KafkaSource {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn create_consumer(config: &KafkaSourceConfig) -> Result<BaseConsumer> {
+    let mut client = ClientConfig::new();
+    // A group id is required by the client even with manual assignment; a unique one keeps
+    // relays from ever sharing (or committing) anything.
+    let mut suffix = [0u8; 8];
+    getrandom::fill(&mut suffix).map_err(|e| anyhow::anyhow!("random group id: {e}"))?;
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set(
+            "group.id",
+            format!("apiscope-relay-{}", u64::from_le_bytes(suffix)),
+        )
+        .set("client.id", "apiscope-relay")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "latest")
+        .set("queued.max.messages.kbytes", MAX_PREFETCH_KBYTES);
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    client.create().context("creating the Kafka consumer")
+}
+
+fn read_topic(
+    consumer: BaseConsumer,
+    config: &KafkaSourceConfig,
+    bus: &LiveBus,
+    metrics: &RelayMetrics,
+    stop: &AtomicBool,
+) {
+    // Each partition's next offset to read (kept here, not committed anywhere).
+    let mut partitions: BTreeMap<i32, Offset> = BTreeMap::new();
+    let mut last_refresh: Option<Instant> = None;
+    let mut reported_missing = false;
+    while !stop.load(Ordering::Relaxed) {
+        if last_refresh.is_none_or(|at| at.elapsed() >= METADATA_REFRESH) {
+            match add_new_partitions(&consumer, config, &mut partitions) {
+                Ok(0) if partitions.is_empty() => {
+                    if !reported_missing {
+                        warn!(topic = %config.topic, "waiting for the Kafka topic to exist");
+                        reported_missing = true;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+                Ok(added) => {
+                    if added > 0 {
+                        info!(topic = %config.topic, partitions = partitions.len(), "reading");
+                    }
+                    metrics.partitions.set(partitions.len() as i64);
+                    last_refresh = Some(Instant::now());
+                }
+                Err(error) => {
+                    metrics.kafka_errors.inc();
+                    warn!(%error, "reading the Kafka topic's partitions");
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            }
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                let payload = message.payload().unwrap_or_default();
+                partitions.insert(message.partition(), Offset::Offset(message.offset() + 1));
+                metrics.records.inc();
+                metrics.record_bytes.inc_by(payload.len() as u64);
+                if let Some(ms) = message.timestamp().to_millis() {
+                    metrics.last_record_timestamp.set(ms as f64 / 1e3);
+                }
+                match decode_traces_record(payload) {
+                    Ok(decoded) => {
+                        metrics.foreign_spans.inc_by(decoded.foreign_spans);
+                        metrics.requests.inc_by(decoded.requests.len() as u64);
+                        for request in decoded.requests {
+                            bus.publish(request);
+                        }
+                    }
+                    Err(error) => {
+                        metrics.undecodable_records.inc();
+                        debug!(
+                            partition = message.partition(),
+                            offset = message.offset(),
+                            %error,
+                            "a record of the traces topic is not OTLP protobuf"
+                        );
+                    }
+                }
+            }
+            Some(Err(error)) => {
+                metrics.kafka_errors.inc();
+                warn!(%error, "consuming the traces topic");
+            }
+            None => {}
+        }
+    }
+}
+
+/// Assigns the topic's partitions not read yet: the first ones at `history_window` ago, any
+/// added later from their beginning (they are newer than the relay). Returns how many.
+fn add_new_partitions(
+    consumer: &BaseConsumer,
+    config: &KafkaSourceConfig,
+    partitions: &mut BTreeMap<i32, Offset>,
+) -> Result<usize> {
+    let metadata = consumer
+        .fetch_metadata(Some(&config.topic), KAFKA_TIMEOUT)
+        .context("fetching metadata")?;
+    let Some(topic) = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == config.topic && t.error().is_none())
+    else {
+        return Ok(0);
+    };
+    let new: Vec<i32> = topic
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .filter(|id| !partitions.contains_key(id))
+        .collect();
+    if new.is_empty() {
+        return Ok(0);
+    }
+    let mut assignment = TopicPartitionList::new();
+    if partitions.is_empty() {
+        let since = SystemTime::now()
+            .checked_sub(config.history_window)
+            .unwrap_or(UNIX_EPOCH)
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64;
+        let mut times = TopicPartitionList::new();
+        for id in &new {
+            times.add_partition_offset(&config.topic, *id, Offset::Offset(since))?;
+        }
+        // A partition with nothing that recent comes back at its end (offset -1).
+        let offsets = consumer
+            .offsets_for_times(times, KAFKA_TIMEOUT)
+            .context("looking up offsets by time")?;
+        for element in offsets.elements() {
+            let offset = match element.offset() {
+                Offset::Offset(offset) if offset >= 0 => Offset::Offset(offset),
+                _ => Offset::End,
+            };
+            assignment.add_partition_offset(&config.topic, element.partition(), offset)?;
+        }
+    } else {
+        // Re-assigning replaces the assignment: go on from where each partition was.
+        for (id, offset) in partitions.iter() {
+            assignment.add_partition_offset(&config.topic, *id, *offset)?;
+        }
+        for id in &new {
+            assignment.add_partition_offset(&config.topic, *id, Offset::Beginning)?;
+        }
+    }
+    if assignment.count() != partitions.len() + new.len() {
+        bail!(
+            "offsets for {} partitions, expected {}",
+            assignment.count(),
+            partitions.len() + new.len()
+        );
+    }
+    consumer
+        .assign(&assignment)
+        .context("assigning partitions")?;
+    for element in assignment.elements() {
+        partitions.insert(element.partition(), element.offset());
+    }
+    Ok(new.len())
+}
