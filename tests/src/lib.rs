@@ -12,5 +12,6 @@ pub mod jaeger;
 pub mod kafka;
 pub mod otelcol;
 pub mod prometheus;
+pub mod relay;
 pub mod tshark;
 pub mod workload;
