@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
+use apiscope_e2e::apiscope::apiscope_binary;
 use apiscope_e2e::cluster::{
     ClusterOptions, KubernetesVersion, TestCluster, cached_binary, kubernetes_binary,
 };
@@ -51,6 +52,9 @@ exporter:
     kind: CapturePolicy
     rules:
       - level: Metadata
+relay:
+  replicas: 2
+  extraArgs: ["--history-window=30m", "--kafka-property=fetch.wait.max.ms=100", "--ui-max-history=20000"]
 networkPolicy:
   metricsFrom:
     - namespaceSelector:
@@ -217,6 +221,69 @@ fn check_exporter(objects: &[Value], capabilities: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The relay's rendered command line is one the real binary accepts (`--help` last: clap reads
+/// and checks every argument before it, then prints the help instead of running), and its
+/// metrics port is served and scraped.
+fn check_relay(objects: &[Value]) -> Result<()> {
+    let deployment = find(objects, "Deployment", "relay")?;
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> = container["args"]
+        .as_sequence()
+        .context("relay args")?
+        .iter()
+        .map(|a| {
+            a.as_str()
+                .map(str::to_string)
+                .context("relay arg not a string")
+        })
+        .collect::<Result<_>>()?;
+    ensure!(
+        args.first().map(String::as_str) == Some("relay"),
+        "{args:?}"
+    );
+    ensure!(
+        args.iter().any(|a| a == "--metrics-address=0.0.0.0:9464"),
+        "relay metrics not on the pod's address: {args:?}"
+    );
+    let ports = container["ports"].as_sequence().context("relay ports")?;
+    ensure!(
+        ports
+            .iter()
+            .any(|p| p["name"] == "metrics" && p["containerPort"] == 9464),
+        "relay ports {ports:?}"
+    );
+    let service = find(objects, "Service", "relay")?;
+    ensure!(
+        service["metadata"]["labels"]["apiscope.io/job"] == "apiscope-relay",
+        "relay Service labels {:?}",
+        service["metadata"]["labels"]
+    );
+    let binary = apiscope_binary();
+    if !binary.is_file() {
+        assert!(
+            std::env::var_os("APISCOPE_REQUIRE_TOOLS").is_none(),
+            "{} missing (make build)",
+            binary.display()
+        );
+        eprintln!(
+            "skipped the relay's arguments: {} missing",
+            binary.display()
+        );
+        return Ok(());
+    }
+    let output = Command::new(&binary)
+        .args(&args)
+        .arg("--help")
+        .output()
+        .with_context(|| format!("running {}", binary.display()))?;
+    ensure!(
+        output.status.success(),
+        "apiscope refused the chart's relay arguments {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
 /// The rendered collector config passes the real collector's `validate`, and has exactly the
 /// exporters that are on.
 fn check_collector(objects: &[Value], workdir: &Path, exporters_on: &[&str]) -> Result<()> {
@@ -300,6 +367,14 @@ fn chart_lints_renders_and_is_accepted_by_the_apiserver() -> Result<()> {
     );
     let mut all_kinds = base_kinds.clone();
     all_kinds.extend(["PrometheusRule".to_string(), "ServiceMonitor".to_string()]);
+    let monitors = all_on_objects
+        .iter()
+        .filter(|o| o["kind"] == "ServiceMonitor")
+        .count();
+    ensure!(
+        monitors == 3,
+        "{monitors} ServiceMonitors: exporter, collector and relay expected"
+    );
     ensure!(
         kinds(&all_on_objects) == all_kinds,
         "{:?}",
@@ -311,6 +386,8 @@ fn chart_lints_renders_and_is_accepted_by_the_apiserver() -> Result<()> {
         &all_on_objects,
         &["BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE"],
     )?;
+    check_relay(&default_objects)?;
+    check_relay(&all_on_objects)?;
     check_collector(&default_objects, &workdir, &["kafka"])?;
     check_collector(
         &all_on_objects,
