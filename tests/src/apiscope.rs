@@ -33,10 +33,75 @@ pub fn require_root(what: &str) -> bool {
     false
 }
 
+/// A child's stderr lines, echoed with a prefix as they come (read on a thread) and kept.
+pub struct ChildLog {
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl ChildLog {
+    pub fn read(stderr: std::process::ChildStderr, prefix: String) -> ChildLog {
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{prefix}{line}");
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        ChildLog {
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) for a line containing all of `needles`, seen before or coming.
+    pub fn wait_for(&mut self, needles: &[&str], timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        if let Some(line) = self
+            .log
+            .iter()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+        {
+            return Ok(line.clone());
+        }
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if needles.iter().all(|n| line.contains(n)) {
+                        return Ok(line);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        bail!("no line with {needles:?} within {timeout:?}")
+    }
+
+    /// Every line so far.
+    pub fn take(&mut self) -> Vec<String> {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        std::mem::take(&mut self.log)
+    }
+}
+
+/// `GET /metrics` from a Prometheus endpoint at `address` (host:port).
+pub fn scrape(address: &str) -> Result<String> {
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: apiscope\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
 pub struct ApiscopeCapture {
     child: Child,
-    log_lines: mpsc::Receiver<String>,
-    log: Vec<String>,
+    log: ChildLog,
     output: PathBuf,
     recording: PathBuf,
 }
@@ -90,19 +155,9 @@ impl ApiscopeCapture {
                 )
             })?;
         let stderr = child.stderr.take().context("apiscope stderr")?;
-        let (sender, log_lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("apiscope: {line}");
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         Ok(ApiscopeCapture {
             child,
-            log_lines,
-            log: Vec::new(),
+            log: ChildLog::read(stderr, "apiscope: ".into()),
             output,
             recording,
         })
@@ -119,26 +174,9 @@ impl ApiscopeCapture {
 
     /// Waits (bounded) for a log line containing all of `needles`.
     pub fn wait_for_log(&mut self, needles: &[&str], timeout: Duration) -> Result<String> {
-        let deadline = Instant::now() + timeout;
-        if let Some(line) = self
-            .log
-            .iter()
-            .find(|l| needles.iter().all(|n| l.contains(n)))
-        {
-            return Ok(line.clone());
-        }
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.log_lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if needles.iter().all(|n| line.contains(n)) {
-                        return Ok(line);
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        bail!("apiscope did not log {needles:?} within {timeout:?}")
+        self.log
+            .wait_for(needles, timeout)
+            .context("apiscope capture's log")
     }
 
     /// Where apiscope serves its metrics (it was started on an ephemeral port).
@@ -155,20 +193,14 @@ impl ApiscopeCapture {
     pub fn scrape_metrics(&mut self) -> Result<String> {
         let address = self.metrics_address()?;
         // Seen once as a bare "Connection refused": say where, and whether apiscope still runs.
-        let mut stream = std::net::TcpStream::connect(&address).with_context(|| {
+        scrape(&address).with_context(|| {
             let state = match self.child.try_wait() {
                 Ok(Some(status)) => format!("apiscope exited: {status}"),
                 Ok(None) => "apiscope is running".to_string(),
                 Err(error) => format!("apiscope state unknown: {error}"),
             };
             format!("scraping apiscope's metrics on {address} ({state})")
-        })?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: apiscope\r\nConnection: close\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(response)
+        })
     }
 
     /// SIGTERM, bounded wait for the final summary and the exit, then the outputs.
@@ -184,9 +216,6 @@ impl ApiscopeCapture {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        while let Ok(line) = self.log_lines.try_recv() {
-            self.log.push(line);
-        }
         let line: serde_json::Value = serde_json::from_str(&summary_line)?;
         let summary: serde_json::Value = serde_json::from_str(
             line["fields"]["summary"]
@@ -198,7 +227,7 @@ impl ApiscopeCapture {
                 .with_context(|| format!("reading {}", self.output.display()))?,
             recording: self.recording.clone(),
             summary,
-            log: std::mem::take(&mut self.log),
+            log: self.log.take(),
         })
     }
 }

@@ -354,8 +354,19 @@ fn run_bounded(mut command: Command, log: &Path, timeout: Duration) -> Result<()
 }
 
 /// A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (what
-/// `kafka-storage random-uuid` prints).
+/// `kafka-storage random-uuid` prints), never starting with `-`: `kafka-storage format` would take
+/// it for an option ("--cluster-id: expected one argument", 1 start in 64), which is why Kafka's
+/// own `Uuid.randomUuid()` draws again in that case. So does this.
 fn cluster_id() -> String {
+    loop {
+        let id = random_base64_id();
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
+fn random_base64_id() -> String {
     use std::io::Read;
     let mut bytes = [0u8; 16];
     fs::File::open("/dev/urandom")
@@ -517,5 +528,7 @@ mod tests {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         );
         assert_ne!(id, cluster_id());
+        // 1 in 64 random ids starts with '-': 2000 draws all but surely meet one.
+        assert!((0..2000).all(|_| !cluster_id().starts_with('-')));
     }
 }

@@ -2,11 +2,9 @@
 //! collected, stopped with SIGTERM, bounded), and a live-view WebSocket client speaking protocol
 //! v1 (docs/live-view.md) with the bearer token as a subprotocol, as the browser does.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -16,12 +14,11 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
 use tungstenite::{Message, WebSocket};
 
-use crate::apiscope::apiscope_binary;
+use crate::apiscope::{ChildLog, apiscope_binary, scrape};
 
 pub struct ApiscopeRelay {
     child: Child,
-    log_lines: mpsc::Receiver<String>,
-    log: Vec<String>,
+    log: ChildLog,
     /// host:port of the live view.
     pub address: String,
     /// host:port of `/metrics`.
@@ -54,20 +51,9 @@ impl ApiscopeRelay {
             .spawn()
             .with_context(|| format!("starting {} relay", apiscope_binary().display()))?;
         let stderr = child.stderr.take().context("relay stderr")?;
-        let (sender, log_lines) = mpsc::channel();
-        let prefix = format!("relay {name}: ");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("{prefix}{line}");
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         let mut relay = ApiscopeRelay {
             child,
-            log_lines,
-            log: Vec::new(),
+            log: ChildLog::read(stderr, format!("relay {name}: ")),
             address: String::new(),
             metrics_address: String::new(),
         };
@@ -89,36 +75,14 @@ impl ApiscopeRelay {
 
     /// Waits (bounded) for a log line containing all of `needles`.
     pub fn wait_for_log(&mut self, needles: &[&str], timeout: Duration) -> Result<String> {
-        if let Some(line) = self
-            .log
-            .iter()
-            .find(|l| needles.iter().all(|n| l.contains(n)))
-        {
-            return Ok(line.clone());
-        }
-        let deadline = Instant::now() + timeout;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.log_lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if needles.iter().all(|n| line.contains(n)) {
-                        return Ok(line);
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        bail!("the relay did not log {needles:?} within {timeout:?}")
+        self.log
+            .wait_for(needles, timeout)
+            .context("the relay's log")
     }
 
     pub fn scrape_metrics(&self) -> Result<String> {
-        let mut stream = TcpStream::connect(&self.metrics_address)
-            .with_context(|| format!("scraping the relay's metrics on {}", self.metrics_address))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(response)
+        scrape(&self.metrics_address)
+            .with_context(|| format!("scraping the relay's metrics on {}", self.metrics_address))
     }
 
     /// SIGTERM and a bounded wait for the exit.
