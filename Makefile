@@ -69,8 +69,10 @@ bench: setup build
 	  $(if $(APISCOPE_BENCH_BASELINE),--apiscope baseline=$(APISCOPE_BENCH_BASELINE)) \
 	  --apiscope current=$(CURDIR)/target/release/apiscope $(BENCH_ARGS)
 
+# The same APISCOPE_EBPF_OBJECT as `build`: without it the apiscope library is compiled again
+# for the harness (and again for the binary on the next run), ~35 s each time.
 demo: setup build
-	cargo build --release -p apiscope-e2e --bin apiscope-testcluster
+	APISCOPE_EBPF_OBJECT=$(CURDIR)/$(EBPF_OBJECT) cargo build --release -p apiscope-e2e --bin apiscope-testcluster
 	bash scripts/demo.sh
 
 lint:
