@@ -313,6 +313,33 @@ fn two_relays_serve_the_same_requests_from_kafka() -> Result<()> {
         ));
     }
 
+    // A relay never reads more history than it keeps: with --ui-max-history 3 it starts 3
+    // records back, not at the window's start. What it read is then at most those 3 plus what
+    // arrived meanwhile (relay b counts the same records).
+    let records = |relay: &ApiscopeRelay| -> Result<f64> {
+        Ok(metric_value(
+            &relay.scrape_metrics()?,
+            "apiscope_relay_kafka_records_total",
+        ))
+    };
+    let before = records(&relay_b)?;
+    let relay_c = ApiscopeRelay::start("c", &bootstrap, &token_file, &["--ui-max-history", "3"])?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while records(&relay_c)? < 3.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (read_c, after) = (records(&relay_c)?, records(&relay_b)?);
+    eprintln!("relay c read {read_c} records; the topic had {before}, then {after}");
+    if before < 20.0 || read_c > 3.0 + (after - before) + 5.0 {
+        problems.push(format!(
+            "relay c (--ui-max-history 3) read {read_c} records; the topic had {before}, \
+             {} arrived meanwhile",
+            after - before
+        ));
+    }
+    relay_c.stop()?;
+
     let metrics = relay_b.scrape_metrics()?;
     for (name, at_least) in [
         ("apiscope_relay_kafka_records_total", 1.0),

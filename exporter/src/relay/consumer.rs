@@ -1,6 +1,6 @@
 //! Reads the traces topic into the live bus. Every relay reads every partition itself, from
-//! `--history-window` ago (the broker's time index, `offsets_for_times`) and then as records
-//! arrive: no consumer group splits the stream and no offset is ever committed, so every relay
+//! `--history-window` ago (the broker's time index, `offsets_for_times`; at most
+//! `--ui-max-history` records back) and then as records arrive: no consumer group splits the stream and no offset is ever committed, so every relay
 //! behind one Service holds the same requests, and a restart starts from the window again.
 //! The Kafka client is blocking; it runs on its own thread and only publishes to the bus, which
 //! never waits for a browser.
@@ -27,6 +27,9 @@ pub struct KafkaSourceConfig {
     pub brokers: String,
     pub topic: String,
     pub history_window: Duration,
+    /// At start, read at most this many records per partition (the bus keeps no more requests
+    /// than this anyway): a busy topic's whole window is never read.
+    pub max_history_records: usize,
     /// librdkafka properties given with `--kafka-property KEY=VALUE` (TLS, SASL, ...).
     pub properties: Vec<(String, String)>,
 }
@@ -213,14 +216,19 @@ fn add_new_partitions(
         for id in &new {
             times.add_partition_offset(&config.topic, *id, Offset::Offset(since))?;
         }
-        // A partition with nothing that recent comes back at its end (offset -1).
+        // A partition with nothing that recent comes back at its end (offset -1); one with more
+        // than the history holds starts at its newest `max_history_records`.
         let offsets = consumer
             .offsets_for_times(times, KAFKA_TIMEOUT)
             .context("looking up offsets by time")?;
         for element in offsets.elements() {
+            let (_, high) = consumer
+                .fetch_watermarks(&config.topic, element.partition(), KAFKA_TIMEOUT)
+                .context("reading the partition's end offset")?;
+            let newest_allowed = high.saturating_sub(config.max_history_records as i64);
             let offset = match element.offset() {
-                Offset::Offset(offset) if offset >= 0 => Offset::Offset(offset),
-                _ => Offset::End,
+                Offset::Offset(offset) if offset >= 0 => Offset::Offset(offset.max(newest_allowed)),
+                _ => Offset::Offset(high),
             };
             assignment.add_partition_offset(&config.topic, element.partition(), offset)?;
         }

@@ -37,8 +37,8 @@ pub struct RelayArgs {
     /// The topic the collector writes spans to (otlp_proto encoding).
     #[arg(long, value_name = "TOPIC", default_value = DEFAULT_TRACES_TOPIC)]
     pub kafka_topic: String,
-    /// At start, read the topic from this long ago, so the history is there at once (still
-    /// bounded by --ui-max-history and --ui-max-history-bytes).
+    /// At start, read the topic from this long ago, so the history is there at once; never more
+    /// than --ui-max-history records back per partition (the history holds no more).
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     pub history_window: Duration,
     /// A librdkafka consumer property, e.g. `fetch.wait.max.ms=100` or `client.rack=eu-1a`;
@@ -58,6 +58,7 @@ impl RelayArgs {
             brokers: self.kafka_brokers.clone(),
             topic: self.kafka_topic.clone(),
             history_window: self.history_window,
+            max_history_records: self.server.ui_max_history.max(1),
             properties: self.kafka_properties.clone(),
         })
     }
