@@ -34,7 +34,18 @@ impl ApiscopeRelay {
         token_file: &Path,
         args: &[&str],
     ) -> Result<ApiscopeRelay> {
-        let mut child = Command::new(apiscope_binary())
+        ApiscopeRelay::start_binary(&apiscope_binary(), name, bootstrap, token_file, args)
+    }
+
+    /// [`ApiscopeRelay::start`] with another apiscope build.
+    pub fn start_binary(
+        binary: &Path,
+        name: &str,
+        bootstrap: &str,
+        token_file: &Path,
+        args: &[&str],
+    ) -> Result<ApiscopeRelay> {
+        let mut child = Command::new(binary)
             .args(["--log", "info,apiscope=debug", "--log-json", "relay"])
             .args([
                 "--listen",
@@ -49,7 +60,7 @@ impl ApiscopeRelay {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("starting {} relay", apiscope_binary().display()))?;
+            .with_context(|| format!("starting {} relay", binary.display()))?;
         let stderr = child.stderr.take().context("relay stderr")?;
         let mut relay = ApiscopeRelay {
             child,
@@ -71,6 +82,10 @@ impl ApiscopeRelay {
             .context("live view address")?
             .to_string();
         Ok(relay)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Waits (bounded) for a log line containing all of `needles`.

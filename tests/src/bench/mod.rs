@@ -8,6 +8,7 @@ pub mod h2load;
 pub mod metrics_text;
 pub mod probe_cost;
 pub mod procfs;
+pub mod relay_memory;
 pub mod report;
 pub mod stats;
 pub mod watches;

@@ -23,6 +23,7 @@ pub struct BenchReport {
     pub loss: Vec<LossRow>,
     pub decode: Vec<DecodeRow>,
     pub freshness: Vec<FreshnessRow>,
+    pub relay: Vec<super::relay_memory::RelayRow>,
     pub probe_cost: Vec<super::probe_cost::ProbeCostRow>,
     /// What this run did not measure, and why.
     pub not_measured: Vec<String>,
@@ -496,6 +497,31 @@ pub fn render_tables(report: &BenchReport) -> String {
                 opt(row.p50_ms, 0),
                 opt(row.p99_ms, 0),
                 opt(row.max_ms, 0)
+            );
+        }
+    }
+    if !report.relay.is_empty() {
+        out.push_str("\n### The relay under slow clients\n\nA burst of records, then a steady rate for longer than the write timeout; three WebSocket clients: one reads everything, one a message a second, one never reads.\n\n| build | bytes per record | burst | burst read/s | steady | RSS idle MiB | RSS peak MiB | RSS end MiB | history rows | history MiB | fast client rows | slow client rows | slow client told dropped | server dropped slow_client | server dropped write_timeout |\n|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for row in &report.relay {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.0} | {:.0}/s for {:.0} s | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {} | {} | {} | {:.0} | {:.0} |",
+                row.build,
+                row.record_bytes,
+                row.burst_records,
+                row.burst_records_per_second,
+                row.steady_rate,
+                row.steady_seconds,
+                row.rss_idle_mib,
+                row.rss_peak_mib,
+                row.rss_end_mib,
+                row.history_requests,
+                row.history_mib,
+                row.fast_client_rows,
+                row.slow_client_rows,
+                row.slow_client_told_dropped,
+                row.server_dropped_slow_client,
+                row.server_dropped_write_timeout
             );
         }
     }

@@ -26,7 +26,7 @@ use apiscope_e2e::bench::report::{
 };
 use apiscope_e2e::bench::stats::{median, quantile};
 use apiscope_e2e::bench::watches::OpenWatches;
-use apiscope_e2e::bench::{probe_cost, procfs};
+use apiscope_e2e::bench::{probe_cost, procfs, relay_memory};
 use apiscope_e2e::cluster::process::Spawner;
 use apiscope_e2e::cluster::{ClusterOptions, TestCluster};
 use apiscope_e2e::kafka::{self, KafkaBroker};
@@ -51,7 +51,7 @@ struct Args {
     /// Alternating rounds per phase (default: 3, quick: 2).
     #[arg(long)]
     rounds: Option<usize>,
-    /// Phases to leave out: probes, load, rates, memory, loss, decode, freshness.
+    /// Phases to leave out: probes, load, rates, memory, loss, decode, freshness, relay.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
 }
@@ -77,6 +77,7 @@ struct Plan {
     watches: usize,
     recording_per_workload: Duration,
     freshness: Duration,
+    relay_records: usize,
 }
 
 impl Plan {
@@ -92,6 +93,7 @@ impl Plan {
                 watches: 1000,
                 recording_per_workload: Duration::from_secs(3),
                 freshness: Duration::from_secs(12),
+                relay_records: 50_000,
             }
         } else {
             Plan {
@@ -104,6 +106,7 @@ impl Plan {
                 watches: 1000,
                 recording_per_workload: Duration::from_secs(5),
                 freshness: Duration::from_secs(30),
+                relay_records: 200_000,
             }
         }
     }
@@ -116,6 +119,9 @@ const FRESHNESS_RATE: f64 = 100.0;
 /// Longer than the `--otlp-export-interval` of any build compared (the default was 5 s before
 /// 1 s): spans leave on the exporter's own schedule, not in the flush at SIGTERM.
 const FRESHNESS_LINGER: Duration = Duration::from_secs(6);
+/// The relay phase's steady part: longer than the relay's 30 s write timeout.
+const RELAY_STEADY_RATE: f64 = 2000.0;
+const RELAY_STEADY: Duration = Duration::from_secs(40);
 /// The production config's topic names.
 const TRACES_TOPIC: &str = "apiscope-traces";
 const LOGS_TOPIC: &str = "apiscope-logs";
@@ -299,6 +305,10 @@ fn main() -> Result<()> {
             bench.freshness_phase(&mut report),
             &mut failures,
         );
+        write(&report)?;
+    }
+    if !skip("relay") {
+        note_failure("relay", bench.relay_phase(&mut report), &mut failures);
     }
     for failure in &failures {
         report.not_measured.push(format!("failed: {failure}"));
@@ -1102,6 +1112,40 @@ impl Bench {
     /// which writes to a real Kafka broker, while h2load GETs at [`FRESHNESS_RATE`]; then the
     /// traces topic is read back and each span's end time compared with its record's
     /// LogAppendTime (same clock: one machine).
+    /// Each build that has `apiscope relay` (older ones are noted as not measured).
+    fn relay_phase(&self, report: &mut BenchReport) -> Result<()> {
+        for (name, binary) in &self.builds {
+            let has_relay = Command::new(binary)
+                .args(["relay", "--help"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !has_relay {
+                report
+                    .not_measured
+                    .push(format!("relay: build {name} has no `apiscope relay`"));
+                continue;
+            }
+            let dir = self.scratch.join(format!("relay-{name}"));
+            std::fs::create_dir_all(&dir)?;
+            let row = relay_memory::measure(
+                &dir,
+                name,
+                binary,
+                self.plan.relay_records,
+                RELAY_STEADY_RATE,
+                RELAY_STEADY,
+            )?;
+            eprintln!(
+                "bench: relay {name}: read {:.0} records/s, RSS {:.1} -> peak {:.1} MiB",
+                row.burst_records_per_second, row.rss_idle_mib, row.rss_peak_mib
+            );
+            report.relay.push(row);
+        }
+        Ok(())
+    }
+
     fn freshness_phase(&self, report: &mut BenchReport) -> Result<()> {
         let dir = self.scratch.join("freshness");
         let mut broker = KafkaBroker::start(&dir.join("kafka"))?;
