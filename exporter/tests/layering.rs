@@ -21,6 +21,8 @@ const STAGES: &[&str] = &[
     "policy",
     "pipeline",
     "sinks",
+    // Reads what the sinks sent to Kafka back into requests for the live view.
+    "relay",
     // The commands wired together: may use every stage.
     "app",
 ];
