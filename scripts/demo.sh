@@ -94,6 +94,8 @@ print()
 end=$(( $(date +%s) + ${DEMO_SECONDS:-31536000} ))
 for i in $(seq 1 100000); do
   [ "$(date +%s)" -lt "$end" ] || break
+  # A 10 s watch on configmaps every 10 rounds (the watch panels), ended by the server.
+  (( i % 10 == 1 )) && { kubectl get --raw "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=10" >/dev/null 2>&1 & }
   kubectl create configmap "demo-$i" --from-literal=i="$i" >/dev/null 2>&1 || true
   kubectl get configmap "demo-$i" -o name >/dev/null 2>&1 || true
   kubectl patch configmap "demo-$i" -p '{"data":{"patched":"yes"}}' >/dev/null 2>&1 || true
