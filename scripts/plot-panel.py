@@ -10,7 +10,8 @@ dashboard picture is drawn from the same PromQL the panel holds, answered by a r
 
 Variables are substituted as Grafana would: `--var name=value` for each, `All` (a regex `.*`)
 for the multi-value ones not given, `$__rate_interval` as four scrape intervals (Grafana's rule
-for a 1 s scrape with a short range) unless `--rate-interval` says otherwise.
+for a 1 s scrape with a short range) unless `--rate-interval` says otherwise, `$__range` as the
+plotted window (`--minutes`).
 """
 import argparse
 import html
@@ -40,8 +41,10 @@ def find_panel(dashboard, title):
     sys.exit(f"no panel titled {title!r}; panels: {', '.join(titles)}")
 
 
-def substitute(expr, variables, rate_interval):
+def substitute(expr, variables, rate_interval, range_seconds):
     expr = expr.replace("$__rate_interval", rate_interval)
+    # Grafana's $__range: the dashboard's whole time range (here the plotted window).
+    expr = expr.replace("$__range", f"{int(range_seconds)}s")
     for name, value in sorted(variables.items(), key=lambda kv: -len(kv[0])):
         expr = expr.replace("${" + name + "}", value).replace("$" + name, value)
     left = re.findall(r"\$\{?\w+", expr)
@@ -146,7 +149,7 @@ def main():
     start = end - args.minutes * 60
     series = []
     for target in panel.get("targets", []):
-        expr = substitute(target["expr"], variables, args.rate_interval)
+        expr = substitute(target["expr"], variables, args.rate_interval, args.minutes * 60)
         for result in query_range(args.prometheus, expr, start, end, args.step):
             points = [(float(t), float(v)) for t, v in result["values"] if v not in ("NaN", "+Inf", "-Inf")]
             if points:
