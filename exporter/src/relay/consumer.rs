@@ -6,13 +6,15 @@
 //! never waits for a browser.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
@@ -37,9 +39,56 @@ pub struct KafkaSourceConfig {
 /// How often the topic's partition count is checked (partitions added later are read from
 /// their beginning).
 const METADATA_REFRESH: Duration = Duration::from_secs(30);
-const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
+/// Each metadata or offset request; also how long a stop may wait for one in flight.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 /// What the client may buffer ahead of the bus (librdkafka's default is 64 MiB per client).
 const MAX_PREFETCH_KBYTES: &str = "16384";
+
+/// librdkafka's own reports: errors counted in `apiscope_relay_kafka_errors_total`, and its error
+/// and warning lines logged at most once per [`REPORT_EVERY`] (with how many were held back). A
+/// broker that is down makes it report every reconnect attempt, ten a second.
+struct RelayContext {
+    metrics: Arc<RelayMetrics>,
+    last_report: Mutex<Option<Instant>>,
+    held_back: AtomicU64,
+}
+
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+impl RelayContext {
+    fn report(&self, what: &str, text: &str) {
+        let mut last = self.last_report.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < REPORT_EVERY) {
+            self.held_back.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(Instant::now());
+        let held_back = self.held_back.swap(0, Ordering::Relaxed);
+        warn!(held_back, "Kafka client {what}: {text}");
+    }
+}
+
+impl ClientContext for RelayContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Debug | RDKafkaLogLevel::Info | RDKafkaLogLevel::Notice => {
+                debug!(facility, "librdkafka: {message}")
+            }
+            _ => self.report("log", &format!("{facility} {message}")),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.metrics.kafka_errors.inc();
+        self.report("error", &format!("{error}: {reason}"));
+    }
+}
+
+impl ConsumerContext for RelayContext {}
+
+type RelayConsumer = BaseConsumer<RelayContext>;
 
 /// The reading thread; dropping it stops and joins it.
 pub struct KafkaSource {
@@ -55,7 +104,7 @@ impl KafkaSource {
         bus: Arc<LiveBus>,
         metrics: Arc<RelayMetrics>,
     ) -> Result<KafkaSource> {
-        let consumer = create_consumer(&config)?;
+        let consumer = create_consumer(&config, metrics.clone())?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
@@ -80,7 +129,10 @@ impl Drop for KafkaSource {
     }
 }
 
-fn create_consumer(config: &KafkaSourceConfig) -> Result<BaseConsumer> {
+fn create_consumer(
+    config: &KafkaSourceConfig,
+    metrics: Arc<RelayMetrics>,
+) -> Result<RelayConsumer> {
     let mut client = ClientConfig::new();
     // A group id is required by the client even with manual assignment; a unique one keeps
     // relays from ever sharing (or committing) anything.
@@ -101,11 +153,17 @@ fn create_consumer(config: &KafkaSourceConfig) -> Result<BaseConsumer> {
     for (key, value) in &config.properties {
         client.set(key, value);
     }
-    client.create().context("creating the Kafka consumer")
+    client
+        .create_with_context(RelayContext {
+            metrics,
+            last_report: Mutex::new(None),
+            held_back: AtomicU64::new(0),
+        })
+        .context("creating the Kafka consumer")
 }
 
 fn read_topic(
-    consumer: BaseConsumer,
+    consumer: RelayConsumer,
     config: &KafkaSourceConfig,
     bus: &LiveBus,
     metrics: &RelayMetrics,
@@ -115,6 +173,9 @@ fn read_topic(
     let mut partitions: BTreeMap<i32, Offset> = BTreeMap::new();
     let mut last_refresh: Option<Instant> = None;
     let mut reported_missing = false;
+    // Before anything is assigned, retries back off (1 s doubling to 30 s): a broker that is
+    // down is logged a few times a minute at most, not every second.
+    let mut retry = RETRY_FIRST;
     while !stop.load(Ordering::Relaxed) {
         if last_refresh.is_none_or(|at| at.elapsed() >= METADATA_REFRESH) {
             match add_new_partitions(&consumer, config, &mut partitions) {
@@ -123,10 +184,12 @@ fn read_topic(
                         warn!(topic = %config.topic, "waiting for the Kafka topic to exist");
                         reported_missing = true;
                     }
-                    std::thread::sleep(Duration::from_secs(1));
+                    sleep_unless_stopped(retry, stop);
+                    retry = (retry * 2).min(RETRY_MAX);
                     continue;
                 }
                 Ok(added) => {
+                    retry = RETRY_FIRST;
                     if added > 0 {
                         info!(topic = %config.topic, partitions = partitions.len(), "reading");
                     }
@@ -135,9 +198,17 @@ fn read_topic(
                 }
                 Err(error) => {
                     metrics.kafka_errors.inc();
-                    warn!(%error, "reading the Kafka topic's partitions");
-                    std::thread::sleep(Duration::from_secs(1));
-                    continue;
+                    warn!(
+                        error = format!("{error:#}"),
+                        "reading the Kafka topic's partitions"
+                    );
+                    if partitions.is_empty() {
+                        sleep_unless_stopped(retry, stop);
+                        retry = (retry * 2).min(RETRY_MAX);
+                        continue;
+                    }
+                    // Already reading: go on, and look for new partitions at the next refresh.
+                    last_refresh = Some(Instant::now());
                 }
             }
         }
@@ -171,17 +242,26 @@ fn read_topic(
             }
             Some(Err(error)) => {
                 metrics.kafka_errors.inc();
-                warn!(%error, "consuming the traces topic");
+                consumer
+                    .context()
+                    .report("error", &format!("consuming the traces topic: {error}"));
             }
             None => {}
         }
     }
 }
 
+fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + duration;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Assigns the topic's partitions not read yet: the first ones at `history_window` ago, any
 /// added later from their beginning (they are newer than the relay). Returns how many.
 fn add_new_partitions(
-    consumer: &BaseConsumer,
+    consumer: &RelayConsumer,
     config: &KafkaSourceConfig,
     partitions: &mut BTreeMap<i32, Offset>,
 ) -> Result<usize> {
