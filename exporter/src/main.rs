@@ -129,10 +129,7 @@ fn main() -> Result<()> {
             otlp,
             ui,
         } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
+            let runtime = runtime()?;
             let live = ui.bus();
             let decode = DecodeConfig {
                 report_frames: live.is_some(),
@@ -168,11 +165,7 @@ fn main() -> Result<()> {
         Command::Relay {
             relay: args,
             metrics_address,
-        } => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?
-            .block_on(relay(args, metrics_address.0)),
+        } => runtime()?.block_on(relay(args, metrics_address.0)),
         Command::Replay {
             file,
             decode,
@@ -189,6 +182,15 @@ fn main() -> Result<()> {
             )
         }
     }
+}
+
+/// The runtime of the long-running commands: two workers are plenty for their servers and timers
+/// (decoding runs on its own thread).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
 }
 
 /// A filter expression, checked before anything starts; the error shows where it is wrong.

@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 use tracing::info;
 
 use super::output::Output;
+use super::signals::stop_signal;
 use crate::capture::config::CaptureConfig;
 use crate::capture::hook_switches::HookSwitches;
 use crate::capture::metrics::CaptureMetrics;
@@ -82,8 +83,6 @@ pub async fn capture(
         output.finish()
     });
     let stop = async move {
-        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
         let timeout = async {
             match duration {
                 Some(d) => tokio::time::sleep(d).await,
@@ -91,8 +90,7 @@ pub async fn capture(
             }
         };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping"),
-            _ = sigterm.recv() => info!("SIGTERM: stopping"),
+            _ = stop_signal() => {}
             _ = timeout => info!("duration reached: stopping"),
         }
     };

@@ -3,12 +3,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Result;
-use prometheus_client::registry::Registry;
-use tracing::info;
-
+use super::signals::stop_signal;
 use crate::relay::{KafkaSource, RelayArgs, RelayMetrics};
 use crate::sinks::prometheus::serve_metrics;
+use anyhow::Result;
+use prometheus_client::registry::Registry;
 
 pub async fn relay(args: RelayArgs, metrics_address: Option<SocketAddr>) -> Result<()> {
     let source_config = args.source_config()?;
@@ -23,11 +22,7 @@ pub async fn relay(args: RelayArgs, metrics_address: Option<SocketAddr>) -> Resu
     };
     let source = KafkaSource::start(source_config, bus.clone(), metrics)?;
     let (_, live_server) = args.server.serve(args.listen, "relay", &bus).await?;
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping"),
-        _ = sigterm.recv() => info!("SIGTERM: stopping"),
-    }
+    stop_signal().await;
     live_server.abort();
     if let Some(server) = metrics_server {
         server.abort();
