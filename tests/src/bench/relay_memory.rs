@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use apiscope::k8s::ApiRequest;
+use apiscope::relay::decode::proto_attributes;
 use apiscope::sinks::attributes::span_attributes;
-use opentelemetry::Value;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span::SpanKind};
 use prost::Message;
 use rdkafka::ClientConfig;
@@ -83,23 +83,7 @@ fn record(index: usize) -> Vec<u8> {
         list_items: Some(20),
         ..ApiRequest::default()
     };
-    let attributes = span_attributes(&request)
-        .into_iter()
-        .filter_map(|kv| {
-            let value = match kv.value {
-                Value::String(s) => any_value::Value::StringValue(s.to_string()),
-                Value::I64(n) => any_value::Value::IntValue(n),
-                Value::Bool(b) => any_value::Value::BoolValue(b),
-                Value::F64(n) => any_value::Value::DoubleValue(n),
-                _ => return None,
-            };
-            Some(KeyValue {
-                key: kv.key.to_string(),
-                value: Some(AnyValue { value: Some(value) }),
-                ..KeyValue::default()
-            })
-        })
-        .collect();
+    let attributes = proto_attributes(span_attributes(&request));
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
