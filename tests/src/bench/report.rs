@@ -21,6 +21,7 @@ pub struct BenchReport {
     pub load_rounds: Vec<LoadRound>,
     pub memory: Vec<MemoryRow>,
     pub loss: Vec<LossRow>,
+    pub ring_sizes: Vec<RingSizeTry>,
     pub decode: Vec<DecodeRow>,
     pub freshness: Vec<FreshnessRow>,
     pub relay: Vec<super::relay_memory::RelayRow>,
@@ -45,6 +46,7 @@ pub struct Settings {
     pub saturation_seconds: f64,
     pub rate_seconds: f64,
     pub loss_window_seconds: f64,
+    pub ring_window_seconds: f64,
     pub clients: u32,
     pub streams_per_client: u32,
     pub watches: usize,
@@ -117,6 +119,41 @@ pub struct LossTry {
     pub achieved_rps: f64,
     pub seconds: f64,
     pub ringbuf_full_drops: Option<f64>,
+}
+
+/// One saturation run with the ring buffer at one size (the ring phase sizes the default).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RingSizeTry {
+    pub build: String,
+    pub ring_buffer_bytes: u64,
+    pub workload: String,
+    pub achieved_rps: f64,
+    pub seconds: f64,
+    pub ringbuf_full_drops: Option<f64>,
+    /// apiscope's memory at the end of the run.
+    pub memory: MemoryUse,
+}
+
+/// The smallest ring-buffer size that lost nothing in any workload, nor did any larger size
+/// tried: one lossless size between lossy ones is luck, not a margin.
+pub fn smallest_lossless_ring(tries: &[RingSizeTry]) -> Option<u64> {
+    let mut sizes: Vec<u64> = tries.iter().map(|t| t.ring_buffer_bytes).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let lossless = |size: u64| {
+        tries
+            .iter()
+            .filter(|t| t.ring_buffer_bytes == size)
+            .all(|t| t.ringbuf_full_drops == Some(0.0))
+    };
+    let mut smallest = None;
+    for size in sizes.into_iter().rev() {
+        if !lossless(size) {
+            break;
+        }
+        smallest = Some(size);
+    }
+    smallest
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -433,6 +470,33 @@ pub fn render_tables(report: &BenchReport) -> String {
             );
         }
     }
+    if !report.ring_sizes.is_empty() {
+        let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
+        out.push_str("\n### Ring-buffer size against loss at saturation\n\n");
+        out.push_str("| build | ring buffer MiB | workload | req/s | seconds | records lost | RSS MiB | ring buffer RSS MiB |\n|---|---:|---|---:|---:|---:|---:|---:|\n");
+        for t in &report.ring_sizes {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.0} | {:.0} | {} | {:.1} | {:.1} |",
+                t.build,
+                t.ring_buffer_bytes >> 20,
+                t.workload,
+                t.achieved_rps,
+                t.seconds,
+                opt(t.ringbuf_full_drops, 0),
+                mib(t.memory.rss_bytes),
+                mib(t.memory.bpf_map_rss_bytes),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nSmallest size that lost nothing, nor did any larger one: {}",
+            smallest_lossless_ring(&report.ring_sizes).map_or_else(
+                || "none of those tried".to_string(),
+                |b| format!("{} MiB", b >> 20)
+            )
+        );
+    }
     if !report.decode.is_empty() {
         out.push_str("\n### Decoding a recording\n\n| tool | file MB | rounds | seconds (median) | spread | MB/s |\n|---|---:|---:|---:|---:|---:|\n");
         for row in &report.decode {
@@ -747,6 +811,35 @@ pub fn overhead_plot(report: &BenchReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_smallest_lossless_ring_has_no_lossy_size_above_it() {
+        let tries = |sizes: &[(u64, f64)]| -> Vec<RingSizeTry> {
+            sizes
+                .iter()
+                .flat_map(|&(mib, drops)| {
+                    ["LIST 20", "LIST 200"].map(|workload| RingSizeTry {
+                        ring_buffer_bytes: mib << 20,
+                        workload: workload.into(),
+                        // Only the second workload loses, to see both are looked at.
+                        ringbuf_full_drops: Some(if workload == "LIST 200" { drops } else { 0.0 }),
+                        ..RingSizeTry::default()
+                    })
+                })
+                .collect()
+        };
+        let t = tries(&[(1, 9.0), (2, 0.0), (4, 3.0), (8, 0.0), (16, 0.0)]);
+        assert_eq!(smallest_lossless_ring(&t), Some(8 << 20));
+        assert_eq!(
+            smallest_lossless_ring(&tries(&[(1, 0.0), (2, 0.0)])),
+            Some(1 << 20)
+        );
+        assert_eq!(smallest_lossless_ring(&tries(&[(1, 0.0), (2, 1.0)])), None);
+        // A build without the counter proves nothing.
+        let mut unknown = tries(&[(4, 0.0)]);
+        unknown[0].ringbuf_full_drops = None;
+        assert_eq!(smallest_lossless_ring(&unknown), None);
+    }
 
     fn round(build: &str, load: &str, rps: f64, p99: f64) -> LoadRound {
         LoadRound {

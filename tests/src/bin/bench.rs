@@ -22,7 +22,7 @@ use apiscope_e2e::bench::metrics_text::{
 };
 use apiscope_e2e::bench::report::{
     self, BenchReport, DecodeRow, FreshnessRow, LoadRound, LossRow, LossTry, Machine, MemoryRow,
-    Settings, WITHOUT,
+    RingSizeTry, Settings, WITHOUT,
 };
 use apiscope_e2e::bench::stats::{median, quantile};
 use apiscope_e2e::bench::watches::OpenWatches;
@@ -51,7 +51,7 @@ struct Args {
     /// Alternating rounds per phase (default: 3, quick: 2).
     #[arg(long)]
     rounds: Option<usize>,
-    /// Phases to leave out: probes, load, rates, memory, loss, decode, freshness, relay.
+    /// Phases to leave out: probes, load, rates, memory, loss, ring, decode, freshness, relay.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
 }
@@ -74,6 +74,7 @@ struct Plan {
     rate: Duration,
     rate_fractions: &'static [f64],
     loss_window: Duration,
+    ring_window: Duration,
     watches: usize,
     recording_per_workload: Duration,
     freshness: Duration,
@@ -90,6 +91,7 @@ impl Plan {
                 rate: Duration::from_secs(3),
                 rate_fractions: &[0.5],
                 loss_window: Duration::from_secs(10),
+                ring_window: Duration::from_secs(5),
                 watches: 1000,
                 recording_per_workload: Duration::from_secs(3),
                 freshness: Duration::from_secs(12),
@@ -103,6 +105,7 @@ impl Plan {
                 rate: Duration::from_secs(5),
                 rate_fractions: &[0.25, 0.5, 0.75],
                 loss_window: Duration::from_secs(60),
+                ring_window: Duration::from_secs(15),
                 watches: 1000,
                 recording_per_workload: Duration::from_secs(5),
                 freshness: Duration::from_secs(30),
@@ -113,6 +116,9 @@ impl Plan {
 }
 
 const CLIENTS: u32 = 8;
+/// Ring-buffer sizes the ring phase attaches with, smallest first; the last is the default
+/// (`--ring-buffer-bytes`), which the loss phase checks over its longer window.
+const RING_SIZES_MIB: [u64; 6] = [1, 2, 4, 8, 16, 32];
 /// The steady rate of the freshness phase: a busy control plane's, and below what fills an
 /// export batch (512 spans) within the default export interval, so the interval shows.
 const FRESHNESS_RATE: f64 = 100.0;
@@ -215,6 +221,7 @@ fn main() -> Result<()> {
             saturation_seconds: plan.saturation.as_secs_f64(),
             rate_seconds: plan.rate.as_secs_f64(),
             loss_window_seconds: plan.loss_window.as_secs_f64(),
+            ring_window_seconds: plan.ring_window.as_secs_f64(),
             clients: CLIENTS,
             streams_per_client: STREAMS_PER_CLIENT,
             watches: plan.watches,
@@ -287,6 +294,14 @@ fn main() -> Result<()> {
         note_failure(
             "ring-buffer loss",
             bench.loss_phase(&mut report),
+            &mut failures,
+        );
+        write(&report)?;
+    }
+    if !skip("ring") {
+        note_failure(
+            "ring-buffer sizes",
+            bench.ring_phase(&mut report),
             &mut failures,
         );
         write(&report)?;
@@ -1012,6 +1027,54 @@ impl Bench {
                 }
             }
             report.loss.push(row);
+        }
+        Ok(())
+    }
+
+    /// Which ring-buffer size loses nothing at saturation: the last build given, attached with
+    /// each size of `RING_SIZES_MIB` in turn, under LISTs of 20 objects (many small records)
+    /// and of 200 (~150 KB responses: long bursts per request), both at saturation.
+    fn ring_phase(&self, report: &mut BenchReport) -> Result<()> {
+        let (name, binary) = self.builds.last().context("no apiscope build")?;
+        let large_list = format!("/api/v1/namespaces/{LARGE_NAMESPACE}/configmaps");
+        for mib in RING_SIZES_MIB {
+            let bytes = (mib << 20).to_string();
+            for (workload, path) in [
+                (format!("LIST {LIST_OBJECTS}"), None),
+                (format!("LIST {LARGE_LIST_OBJECTS}"), Some(&large_list)),
+            ] {
+                let apiscope = RunningApiscope::start(
+                    &self.spawner,
+                    binary,
+                    self.cluster.apiserver_pid(),
+                    &["--ring-buffer-bytes".as_ref(), bytes.as_ref()],
+                )?;
+                let mut run = self.h2load(Workload::List, self.plan.ring_window, None);
+                if let Some(path) = path {
+                    run.url = self.url(path);
+                }
+                let before = apiscope.metrics()?;
+                let result = run.run(&self.scratch)?;
+                let after = apiscope.metrics()?;
+                let memory = procfs::memory_use(apiscope.pid())?;
+                apiscope.stop()?;
+                let drops = metrics_text::total(&after, RINGBUF_FULL_DROPS)
+                    .zip(metrics_text::total(&before, RINGBUF_FULL_DROPS))
+                    .map(|(after, before)| after - before);
+                let achieved = result.summary.succeeded as f64 / run.duration.as_secs_f64();
+                eprintln!(
+                    "bench: ring {name} {mib} MiB, {workload}: {achieved:.0} req/s, ring buffer full {drops:?}"
+                );
+                report.ring_sizes.push(RingSizeTry {
+                    build: name.clone(),
+                    ring_buffer_bytes: mib << 20,
+                    workload,
+                    achieved_rps: achieved,
+                    seconds: run.duration.as_secs_f64(),
+                    ringbuf_full_drops: drops,
+                    memory,
+                });
+            }
         }
         Ok(())
     }
