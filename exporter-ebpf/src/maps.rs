@@ -24,7 +24,7 @@ pub static RING_WAKEUP_BYTES: u64 = 256 << 10;
 
 /// Chunk events to userspace. Userspace sets the size at load time (`--ring-buffer-bytes`).
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(32 << 20, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 
 /// One event under construction per CPU: too large for the 512-byte BPF stack.
 #[map]

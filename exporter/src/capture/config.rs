@@ -32,7 +32,7 @@ pub struct CaptureConfig {
     #[arg(long, default_value_t = MAX_BYTES_PER_CALL, value_parser = clap::value_parser!(u32).range(1..=MAX_BYTES_PER_CALL as i64))]
     pub capture_bytes_per_call: u32,
     /// Size of the kernel-to-user ring buffer (a power of two, at least one page).
-    #[arg(long, default_value_t = 32 << 20, value_parser = parse_ring_buffer_bytes)]
+    #[arg(long, default_value_t = 16 << 20, value_parser = parse_ring_buffer_bytes)]
     pub ring_buffer_bytes: u32,
     /// Unread ring-buffer bytes at which the kernel side wakes apiscope. Below it events are
     /// written without a wakeup (each one is an interrupt raised inside the traced thread) and
