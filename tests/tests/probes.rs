@@ -197,6 +197,7 @@ fn run(variant: &Variant) -> Result<()> {
             &server.pid().to_string(),
             "--read-probe",
             variant.read_probe,
+            "--probe-run-time",
         ],
     )?;
     capture.wait_attached(server.pid())?;
@@ -264,6 +265,8 @@ fn run(variant: &Variant) -> Result<()> {
     wait_exit(pre_attach, Duration::from_secs(PRE_ATTACH_SECONDS + 20))?;
     std::thread::sleep(Duration::from_millis(500));
     let metrics = capture.scrape_metrics()?;
+    let run_seconds: BTreeMap<String, f64> =
+        per_probe(&metrics, "apiscope_capture_probe_run_seconds_total");
     let result = capture.stop()?;
     let requests = result.requests()?;
 
@@ -345,6 +348,12 @@ fn run(variant: &Variant) -> Result<()> {
             (total > 0) == expected,
             "probe {name}: {total} hits, expected {}; all: {after:?}",
             if expected { "some" } else { "none" },
+        );
+        // --probe-run-time: the kernel accounts time to exactly the programs that ran.
+        let seconds = run_seconds.get(name).copied().unwrap_or(-1.0);
+        ensure!(
+            (seconds > 0.0) == expected && seconds >= 0.0,
+            "probe {name}: {seconds} s inside the program with {total} hits; all: {run_seconds:?}"
         );
     }
     eprintln!(
@@ -534,9 +543,15 @@ fn wait_exit(mut child: Child, timeout: Duration) -> Result<u64> {
 
 /// `apiscope_capture_probe_hits_total{probe="..."}` from apiscope's metrics text.
 fn probe_hits(metrics: &str) -> BTreeMap<String, u64> {
+    per_probe(metrics, "apiscope_capture_probe_hits_total")
+}
+
+/// `<family>{probe="..."}` values from apiscope's metrics text.
+fn per_probe<T: std::str::FromStr>(metrics: &str, family: &str) -> BTreeMap<String, T> {
+    let prefix = format!("{family}{{probe=\"");
     metrics
         .lines()
-        .filter_map(|line| line.strip_prefix("apiscope_capture_probe_hits_total{probe=\""))
+        .filter_map(|line| line.strip_prefix(&prefix))
         .filter_map(|rest| {
             let (probe, value) = rest.split_once("\"} ")?;
             Some((probe.to_string(), value.trim().parse().ok()?))

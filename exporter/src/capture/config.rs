@@ -53,6 +53,11 @@ pub struct CaptureConfig {
     /// Chunks queued between capture and output before new ones are dropped (and counted).
     #[arg(long, default_value_t = 65536)]
     pub queue_capacity: usize,
+    /// Turn on the kernel's BPF run-time statistics while capturing, so that
+    /// apiscope_capture_probe_run_seconds_total counts the time spent inside each probe. They
+    /// are global: while on, every BPF program on the node pays two clock reads per run.
+    #[arg(long)]
+    pub probe_run_time: bool,
     /// eBPF object to load instead of the one embedded at build time.
     #[arg(long)]
     pub ebpf_object: Option<PathBuf>,

@@ -2,6 +2,8 @@
 
 use apiscope_common::{KERNEL_COUNTER_SLOTS, KernelCounter, PROBE_SLOTS, Probe};
 use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -59,6 +61,9 @@ pub struct CaptureMetrics {
     /// Uprobe hits per probe, mirrored from the PROBE_HITS map: each is a trap inside the
     /// traced process, apiscope's cost to it.
     pub probe_hits: Family<ProbeLabels, Counter>,
+    /// Seconds inside each probe's program, mirrored from the kernel's program statistics
+    /// (counted only while BPF run-time statistics are on).
+    pub probe_run_seconds: Family<ProbeLabels, Counter<f64, AtomicU64>>,
 }
 
 impl CaptureMetrics {
@@ -174,6 +179,11 @@ impl CaptureMetrics {
             "Uprobe hits by probe: each is a trap into the kernel inside a thread of the traced process",
             self.probe_hits.clone(),
         );
+        r.register(
+            "probe_run_seconds",
+            "Time inside each probe's eBPF program, as the kernel accounts it: counted only while BPF run-time statistics are on (--probe-run-time or sysctl kernel.bpf_stats_enabled=1); the trap around each hit is not included",
+            self.probe_run_seconds.clone(),
+        );
     }
 
     /// Brings the kernel-side counters (monotonic sums) into the registry's counters.
@@ -209,6 +219,21 @@ impl CaptureMetrics {
                 probe: probe.program(),
             };
             raise(&self.probe_hits.get_or_create(&labels), *total);
+        }
+    }
+
+    /// Brings the kernel's per-program run time (ns since load, in `Probe::ALL` order) into
+    /// `probe_run_seconds`.
+    pub fn sync_probe_run_time(&self, run_time_ns: &[u64; PROBE_SLOTS as usize]) {
+        for (probe, total_ns) in Probe::ALL.iter().zip(run_time_ns) {
+            let counter = self.probe_run_seconds.get_or_create(&ProbeLabels {
+                probe: probe.program(),
+            });
+            let total = *total_ns as f64 / 1e9;
+            let current = counter.get();
+            if total > current {
+                counter.inc_by(total - current);
+            }
         }
     }
 
@@ -258,5 +283,42 @@ fn raise(counter: &Counter, total: u64) {
     let current = counter.get();
     if total > current {
         counter.inc_by(total - current);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_run_time_follows_the_kernel_in_seconds_and_never_falls() {
+        let metrics = CaptureMetrics::default();
+        let mut run_time = [0u64; PROBE_SLOTS as usize];
+        run_time[0] = 1_500_000_000;
+        metrics.sync_probe_run_time(&run_time);
+        // A lower total (statistics reset by a reload) leaves the counter where it was.
+        run_time[0] = 1_000;
+        metrics.sync_probe_run_time(&run_time);
+        let seconds = |probe: Probe| {
+            metrics
+                .probe_run_seconds
+                .get_or_create(&ProbeLabels {
+                    probe: probe.program(),
+                })
+                .get()
+        };
+        assert_eq!(seconds(Probe::ALL[0]), 1.5);
+        assert_eq!(seconds(Probe::ALL[1]), 0.0);
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(&format!(
+                "apiscope_capture_probe_run_seconds_total{{probe=\"{}\"}} 1.5",
+                Probe::ALL[0].program()
+            )),
+            "{text}"
+        );
     }
 }

@@ -176,6 +176,10 @@ fn sync_kernel_counters(tracer: &Tracer, metrics: &CaptureMetrics) {
         Ok(hits) => metrics.sync_probe_hits(&hits),
         Err(e) => warn!(error = %e, "cannot read probe hit counters"),
     }
+    match tracer.probe_run_time_ns() {
+        Ok(run_time) => metrics.sync_probe_run_time(&run_time),
+        Err(e) => warn!(error = %format!("{e:#}"), "cannot read probe run times"),
+    }
 }
 
 /// How long the output side waits for the last chunks after capture stops.

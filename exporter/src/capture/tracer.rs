@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -338,6 +339,8 @@ pub struct Attached {
 /// The loaded eBPF object and what is attached where.
 pub struct Tracer {
     ebpf: Ebpf,
+    /// Held while `--probe-run-time` keeps the kernel's BPF run-time statistics on.
+    _run_time_statistics: Option<OwnedFd>,
     attached: BTreeMap<u32, AttachedProcess>,
     probe_points: HashMap<(u64, u64), Arc<ProbePoints>>,
     read_probe: ReadProbeMode,
@@ -363,8 +366,18 @@ impl Tracer {
                 .load()
                 .with_context(|| format!("verifier rejected {name}"))?;
         }
+        // After loading: a verifier rejection is reported as such, not as a statistics error.
+        let run_time_statistics = config
+            .probe_run_time
+            .then(|| aya::sys::enable_stats(aya::sys::Stats::RunTime))
+            .transpose()
+            .context(
+                "--probe-run-time: turning on BPF run-time statistics (BPF_ENABLE_STATS needs \
+                 CAP_SYS_ADMIN and Linux 5.8+)",
+            )?;
         Ok(Tracer {
             ebpf,
+            _run_time_statistics: run_time_statistics,
             attached: BTreeMap::new(),
             probe_points: HashMap::new(),
             read_probe: config.read_probe,
@@ -568,6 +581,25 @@ impl Tracer {
     /// Hits per probe since load, summed over CPUs, in `Probe::ALL` order.
     pub fn probe_hits(&self) -> Result<[u64; PROBE_SLOTS as usize]> {
         self.per_cpu_sums("PROBE_HITS")
+    }
+
+    /// Nanoseconds spent inside each probe's program since load, in `Probe::ALL` order, as the
+    /// kernel accounts them (`bpf_prog_info.run_time_ns`): they grow only while BPF run-time
+    /// statistics are on (`--probe-run-time`, or `sysctl kernel.bpf_stats_enabled=1`).
+    pub fn probe_run_time_ns(&self) -> Result<[u64; PROBE_SLOTS as usize]> {
+        let mut times = [0u64; PROBE_SLOTS as usize];
+        for (probe, time) in Probe::ALL.iter().zip(times.iter_mut()) {
+            let name = probe.program();
+            let program = self
+                .ebpf
+                .program(name)
+                .ok_or_else(|| anyhow!("eBPF object has no program {name}"))?;
+            let info = program
+                .info()
+                .with_context(|| format!("reading the kernel's information on {name}"))?;
+            *time = u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
+        }
+        Ok(times)
     }
 
     fn per_cpu_sums<const SLOTS: usize>(&self, map: &str) -> Result<[u64; SLOTS]> {
