@@ -1,9 +1,9 @@
 //! The capture stage's own health: what arrived, what was lost and why, what is attached.
 
-use apiscope_common::{KERNEL_COUNTER_SLOTS, KernelCounter, PROBE_SLOTS, Probe};
-use prometheus_client::encoding::EncodeLabelSet;
 use std::sync::atomic::AtomicU64;
 
+use apiscope_common::{KERNEL_COUNTER_SLOTS, KernelCounter, PROBE_SLOTS, Probe};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;

@@ -116,8 +116,8 @@ impl Plan {
 }
 
 const CLIENTS: u32 = 8;
-/// Ring-buffer sizes the ring phase attaches with, smallest first; the last is the default
-/// (`--ring-buffer-bytes`), which the loss phase checks over its longer window.
+/// Ring-buffer sizes the ring phase attaches with, smallest first, up to twice the default
+/// (`--ring-buffer-bytes`, which the loss phase checks over its longer window).
 const RING_SIZES_MIB: [u64; 6] = [1, 2, 4, 8, 16, 32];
 /// The steady rate of the freshness phase: a busy control plane's, and below what fills an
 /// export batch (512 spans) within the default export interval, so the interval shows.
