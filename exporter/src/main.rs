@@ -21,7 +21,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 /// Decoding allocates per header field, chunk and body: glibc's malloc and free were ~20% of
 /// apiscope's CPU at saturation (perf). With mimalloc, side by side in one `make bench` run:
-/// replay 1.13x faster, capture CPU per LIST 9-27% lower, heap 3-9 MiB larger (BENCHMARKS.md).
+/// replay 1.13x faster, capture CPU per LIST 9-27% lower; the price is heap, 7.8 -> 14.6 MiB
+/// idle and 15.6 -> 28.4 MiB with 1000 watches open (BENCHMARKS.md, "allocator").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
