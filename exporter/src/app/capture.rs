@@ -48,7 +48,10 @@ pub async fn capture(
         Some((args, bus)) => args.serve(bus).await?.map(|(_, task)| task),
         None => None,
     };
-    let (sender, mut receiver) = chunk_queue(config.queue_capacity);
+    let (sender, mut receiver) = chunk_queue(
+        config.queue_capacity,
+        usize::try_from(config.queue_bytes).unwrap_or(usize::MAX),
+    );
     let hook_switches = Arc::new(HookSwitches::default());
     output.report_hook_switches(hook_switches.clone());
     let request_metrics = output.request_metrics();

@@ -53,6 +53,10 @@ pub struct CaptureConfig {
     /// Chunks queued between capture and output before new ones are dropped (and counted).
     #[arg(long, default_value_t = 65536)]
     pub queue_capacity: usize,
+    /// Bytes of chunks queued between capture and output before new ones are dropped (and
+    /// counted): with --queue-capacity, what a decoder that falls behind can hold.
+    #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1 << 20..))]
+    pub queue_bytes: u64,
     /// Turn on the kernel's BPF run-time statistics while capturing, so that
     /// apiscope_capture_probe_run_seconds_total counts the time spent inside each probe. They
     /// are global: while on, every BPF program on the node pays two clock reads per run.
