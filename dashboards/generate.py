@@ -958,6 +958,13 @@ def health():
                                "{{probe}} {{instance}}")]),
             timeseries("Attach failures", "Failed attempts to attach probes.",
                        [rate_of("apiscope_capture_attach_failures_total", "failures/s")], "ops"),
+            timeseries("Time in the probes per request",
+                       "Time inside each probe's eBPF program per decoded request, as the kernel accounts it: counted only while "
+                       "BPF run-time statistics are on (apiscope's --probe-run-time, or sysctl kernel.bpf_stats_enabled=1), 0 otherwise. "
+                       "The trap around each hit is not included (see Probe hits per request).",
+                       [target(f"sum by (instance, probe) (rate(apiscope_capture_probe_run_seconds_total{sel(S)}[{RI}]))\n"
+                               f"/ on (instance) group_left\nsum by (instance) (rate(apiscope_decode_api_requests_total{sel(S)}[{RI}]))",
+                               "{{probe}} {{instance}}")], "s"),
         ]),
         ("Decode", [
             timeseries("Desynced connections", "Connection directions that lost their HPACK state; header fields and blocks the hooks lost.",
