@@ -329,6 +329,10 @@ impl BenchReport {
     }
 }
 
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
 fn opt(value: Option<f64>, decimals: usize) -> String {
     value.map_or_else(|| "n/a".to_string(), |v| format!("{v:.decimals$}"))
 }
@@ -427,7 +431,6 @@ pub fn render_tables(report: &BenchReport) -> String {
     if !report.memory.is_empty() {
         out.push_str("\n### apiscope memory and CPU\n\n");
         out.push_str("| build | condition | req/s | RSS MiB | ring buffer RSS MiB (mapped MiB) | heap and stacks MiB | apiscope cores per 1000 req/s |\n|---|---|---:|---:|---:|---:|---:|\n");
-        let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
         for row in &report.memory {
             let _ = writeln!(
                 out,
@@ -471,7 +474,6 @@ pub fn render_tables(report: &BenchReport) -> String {
         }
     }
     if !report.ring_sizes.is_empty() {
-        let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
         out.push_str("\n### Ring-buffer size against loss at saturation\n\n");
         out.push_str("| build | ring buffer MiB | workload | req/s | seconds | records lost | RSS MiB | ring buffer RSS MiB |\n|---|---:|---|---:|---:|---:|---:|---:|\n");
         for t in &report.ring_sizes {
