@@ -578,6 +578,16 @@ impl Drop for RunningApiscope {
     }
 }
 
+/// One run with a build attached afresh: what it served and what it lost
+/// (`None`: the build does not export the counter).
+struct AttachedRun {
+    achieved_rps: f64,
+    seconds: f64,
+    ringbuf_full_drops: Option<f64>,
+    header_blocks_failed: Option<f64>,
+    memory: procfs::MemoryUse,
+}
+
 /// Counters read before and after a measured run.
 struct Snapshot {
     at: Instant,
@@ -977,6 +987,38 @@ impl Bench {
         }
     }
 
+    /// Attaches `binary` (with `extra_args`) afresh, runs `run`, and reads what was lost
+    /// meanwhile: the loss and ring phases' common step.
+    fn attached_run(
+        &self,
+        binary: &Path,
+        extra_args: &[&OsStr],
+        run: H2loadRun,
+    ) -> Result<AttachedRun> {
+        let apiscope = RunningApiscope::start(
+            &self.spawner,
+            binary,
+            self.cluster.apiserver_pid(),
+            extra_args,
+        )?;
+        let before = apiscope.metrics()?;
+        let result = run.run(&self.scratch)?;
+        let after = apiscope.metrics()?;
+        let memory = procfs::memory_use(apiscope.pid())?;
+        apiscope.stop()?;
+        let lost = |name: &str| {
+            Some(metrics_text::total(&after, name)? - metrics_text::total(&before, name)?)
+        };
+        let seconds = run.duration.as_secs_f64();
+        Ok(AttachedRun {
+            achieved_rps: result.summary.succeeded as f64 / seconds,
+            seconds,
+            ringbuf_full_drops: lost(RINGBUF_FULL_DROPS),
+            header_blocks_failed: lost(HEADER_BLOCKS_FAILED),
+            memory,
+        })
+    }
+
     /// The highest LIST rate with no ring-buffer record lost over the loss window, default buffer
     /// size: saturation first, then lower fixed rates until one loses nothing.
     fn loss_phase(&self, report: &mut BenchReport) -> Result<()> {
@@ -987,35 +1029,21 @@ impl Bench {
                 ..LossRow::default()
             };
             for offered in [None, Some(0.75), Some(0.5), Some(0.25)] {
-                let apiscope = RunningApiscope::start(
-                    &self.spawner,
-                    binary,
-                    self.cluster.apiserver_pid(),
-                    &[],
-                )?;
                 let run = self.h2load(
                     Workload::List,
                     self.plan.loss_window,
                     offered.map(|f| saturation * f),
                 );
-                let before = apiscope.metrics()?;
-                let result = run.run(&self.scratch)?;
-                let after = apiscope.metrics()?;
-                apiscope.stop()?;
-                let lost = |name: &str| {
-                    Some(metrics_text::total(&after, name)? - metrics_text::total(&before, name)?)
-                };
-                let drops = lost(RINGBUF_FULL_DROPS);
-                let achieved = result.summary.succeeded as f64 / run.duration.as_secs_f64();
+                let measured = self.attached_run(binary, &[], run)?;
+                let (achieved, drops) = (measured.achieved_rps, measured.ringbuf_full_drops);
                 eprintln!(
                     "bench: loss {name}: {achieved:.0} req/s over {:.0} s, ring buffer full {drops:?}, header blocks failed {:?}",
-                    run.duration.as_secs_f64(),
-                    lost(HEADER_BLOCKS_FAILED)
+                    measured.seconds, measured.header_blocks_failed
                 );
                 row.tries.push(LossTry {
                     offered_rps: offered.map(|f| saturation * f),
                     achieved_rps: achieved,
-                    seconds: run.duration.as_secs_f64(),
+                    seconds: measured.seconds,
                     ringbuf_full_drops: drops,
                 });
                 if drops == Some(0.0) {
@@ -1043,36 +1071,27 @@ impl Bench {
                 (format!("LIST {LIST_OBJECTS}"), None),
                 (format!("LIST {LARGE_LIST_OBJECTS}"), Some(&large_list)),
             ] {
-                let apiscope = RunningApiscope::start(
-                    &self.spawner,
-                    binary,
-                    self.cluster.apiserver_pid(),
-                    &["--ring-buffer-bytes".as_ref(), bytes.as_ref()],
-                )?;
                 let mut run = self.h2load(Workload::List, self.plan.ring_window, None);
                 if let Some(path) = path {
                     run.url = self.url(path);
                 }
-                let before = apiscope.metrics()?;
-                let result = run.run(&self.scratch)?;
-                let after = apiscope.metrics()?;
-                let memory = procfs::memory_use(apiscope.pid())?;
-                apiscope.stop()?;
-                let drops = metrics_text::total(&after, RINGBUF_FULL_DROPS)
-                    .zip(metrics_text::total(&before, RINGBUF_FULL_DROPS))
-                    .map(|(after, before)| after - before);
-                let achieved = result.summary.succeeded as f64 / run.duration.as_secs_f64();
+                let measured = self.attached_run(
+                    binary,
+                    &["--ring-buffer-bytes".as_ref(), bytes.as_ref()],
+                    run,
+                )?;
                 eprintln!(
-                    "bench: ring {name} {mib} MiB, {workload}: {achieved:.0} req/s, ring buffer full {drops:?}"
+                    "bench: ring {name} {mib} MiB, {workload}: {:.0} req/s, ring buffer full {:?}",
+                    measured.achieved_rps, measured.ringbuf_full_drops
                 );
                 report.ring_sizes.push(RingSizeTry {
                     build: name.clone(),
                     ring_buffer_bytes: mib << 20,
                     workload,
-                    achieved_rps: achieved,
-                    seconds: run.duration.as_secs_f64(),
-                    ringbuf_full_drops: drops,
-                    memory,
+                    achieved_rps: measured.achieved_rps,
+                    seconds: measured.seconds,
+                    ringbuf_full_drops: measured.ringbuf_full_drops,
+                    memory: measured.memory,
                 });
             }
         }
